@@ -1,0 +1,1245 @@
+//! Configuration: the YAML file format (`file`), and the validated model the rest of
+//! Meridian reads. Validation reports every problem at once, each with its file and
+//! line; a config that fails it is never served.
+//!
+//! Zone files and geo databases are named here but read by `snapshot`, which owns
+//! everything that must be loaded together and swapped in at once.
+
+mod file;
+mod problem;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use hickory_proto::rr::Name;
+use ipnetwork::IpNetwork;
+use serde_saphyr::{Location, Spanned};
+
+pub use problem::{ConfigError, Problem};
+
+use crate::geo::{Code, Coordinates};
+
+/// Default TTL of geo-routed answers: short, so clients follow health changes.
+pub const DEFAULT_TTL: u32 = 30;
+/// Longest TTL accepted for geo-routed answers (one day).
+pub const MAX_TTL: u32 = 86_400;
+/// Default cap on the ECS source prefix used for IPv4 (RFC 7871 section 11.1 advice).
+pub const DEFAULT_ECS_MAX_V4: u8 = 24;
+/// Default cap on the ECS source prefix used for IPv6.
+pub const DEFAULT_ECS_MAX_V6: u8 = 56;
+/// Largest UDP payload Meridian sends by default: the DNS flag day 2020 value, safe
+/// from IP fragmentation on nearly every path.
+pub const DEFAULT_MAX_UDP_PAYLOAD: u16 = 1232;
+/// Score credit, in km, for a POP on the client's own ISP.
+pub const DEFAULT_ISP_MATCH_BONUS_KM: f64 = 2_000.0;
+/// Score penalty, in km, for a POP on a different known ISP than the client's.
+pub const DEFAULT_ISP_MISMATCH_PENALTY_KM: f64 = 5_000.0;
+/// Default DNS listener for `serve` when neither config nor flags name one.
+pub const DEFAULT_DNS_LISTEN: &str = "127.0.0.1:5353";
+/// Default control-plane HTTP listener.
+pub const DEFAULT_HTTP_LISTEN: &str = "127.0.0.1:8053";
+
+/// A validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file it was read from; relative paths inside were resolved against its directory.
+    pub source: PathBuf,
+    pub listen: Listen,
+    pub geodata: Geodata,
+    pub zones: Vec<ZoneSource>,
+    /// The zone accelerated domains are served under.
+    pub cdn_suffix: Name,
+    pub dns: DnsSettings,
+    pub ecs: EcsPolicy,
+    pub scoring: Weights,
+    pub unknown_location: Fallback,
+    pub isps: Vec<Isp>,
+    pub pops: Vec<Pop>,
+    pub domains: Vec<Domain>,
+    pub overrides: Overrides,
+    /// Line of each domain's and each zone's declaration, for problems found later
+    /// (a geo name that clashes with a static record).
+    pub lines: Lines,
+}
+
+/// Where declarations sit in the config file.
+#[derive(Debug, Clone, Default)]
+pub struct Lines {
+    pub domains: Vec<u64>,
+    pub zones: Vec<u64>,
+    pub geodata_city: u64,
+    pub geodata_asn: u64,
+}
+
+/// Sockets to serve on.
+#[derive(Debug, Clone, Default)]
+pub struct Listen {
+    /// DNS over UDP and TCP, each address both.
+    pub dns: Vec<SocketAddr>,
+    /// Control-plane HTTP.
+    pub http: Option<SocketAddr>,
+}
+
+/// Geo database files.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Geodata {
+    pub city: Option<PathBuf>,
+    pub asn: Option<PathBuf>,
+}
+
+/// A zone and the file it comes from.
+#[derive(Debug, Clone)]
+pub struct ZoneSource {
+    pub origin: Name,
+    pub file: PathBuf,
+}
+
+/// DNS transport settings.
+#[derive(Debug, Clone)]
+pub struct DnsSettings {
+    /// Largest UDP response sent, whatever the requester offers.
+    pub max_udp_payload: u16,
+    /// Answer the common UDP query from pre-built records (off: every query takes
+    /// the full hickory-proto path; both give the same answers).
+    pub fast_path: bool,
+    /// UDP worker threads per listener; 0 means one per core.
+    pub udp_threads: usize,
+}
+
+/// How much of a client subnet Meridian uses.
+#[derive(Debug, Clone, Copy)]
+pub struct EcsPolicy {
+    pub max_source_prefix_v4: u8,
+    pub max_source_prefix_v6: u8,
+}
+
+/// Scoring weights: one score per POP, in kilometre equivalents, lower is better.
+#[derive(Debug, Clone, Copy)]
+pub struct Weights {
+    /// Multiplier on great-circle distance.
+    pub distance: f64,
+    /// Subtracted for a POP on the client's ISP.
+    pub isp_match_bonus_km: f64,
+    /// Added for a POP on another known ISP, when the client's ISP is known.
+    pub isp_mismatch_penalty_km: f64,
+}
+
+/// Where a client with no known location goes.
+#[derive(Debug, Clone)]
+pub enum Fallback {
+    /// These POPs, in order of preference.
+    Pops(Vec<PopId>),
+    /// As if the client were in this country (its override, else its POPs).
+    Country(Code),
+    /// As if the client were at this point.
+    Coordinates(Coordinates),
+}
+
+/// Index of a POP in [`Config::pops`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PopId(pub u16);
+
+impl PopId {
+    /// The index as usize.
+    pub fn index(self) -> usize {
+        self.0 as usize
+    }
+}
+
+/// Index of an ISP in [`Config::isps`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct IspId(pub u16);
+
+/// An ISP: a name and the autonomous systems that belong to it.
+#[derive(Debug, Clone)]
+pub struct Isp {
+    pub name: String,
+    pub asns: Vec<u32>,
+}
+
+/// Which side of the mainland-China border a POP is on (licensing decides which
+/// domains it may serve).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Region {
+    MainlandChina,
+    Global,
+}
+
+/// Operator's say over a POP, above anything health reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AdminState {
+    /// Serves when eligible.
+    Up,
+    /// Never chosen.
+    Down,
+}
+
+/// A point of presence.
+#[derive(Debug, Clone)]
+pub struct Pop {
+    pub id: String,
+    pub city: Option<String>,
+    pub country: Code,
+    pub continent: Option<Code>,
+    pub coordinates: Coordinates,
+    pub isp: Option<IspId>,
+    pub region: Region,
+    pub ipv4: Vec<Ipv4Addr>,
+    pub ipv6: Vec<Ipv6Addr>,
+    /// What the POP is sized for; reported load is a share of it.
+    pub capacity: u64,
+    pub admin: AdminState,
+}
+
+/// Which POPs may serve a domain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Coverage {
+    Global,
+    MainlandChina,
+    GlobalExcludingMainlandChina,
+}
+
+impl Coverage {
+    /// The name as written in the config.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Coverage::Global => "global",
+            Coverage::MainlandChina => "mainland-china",
+            Coverage::GlobalExcludingMainlandChina => "global-excluding-mainland-china",
+        }
+    }
+
+    /// Whether a POP in `region` may serve a domain with this coverage.
+    pub fn admits(self, region: Region) -> bool {
+        match self {
+            Coverage::Global => true,
+            Coverage::MainlandChina => region == Region::MainlandChina,
+            Coverage::GlobalExcludingMainlandChina => region == Region::Global,
+        }
+    }
+}
+
+/// Where the cache node fetches a domain's content from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin {
+    pub host: String,
+    pub port: u16,
+    pub https: bool,
+}
+
+/// An accelerated domain.
+#[derive(Debug, Clone)]
+pub struct Domain {
+    /// The customer's name, e.g. `www.example.com.` or `*.example.org.`.
+    pub name: Name,
+    /// The name Meridian answers for: `name` under the CDN suffix.
+    pub served: Name,
+    pub origins: Vec<Origin>,
+    pub coverage: Coverage,
+    pub ttl: u32,
+    /// POPs whose addresses go in one answer: 1, or 2 for client-side failover.
+    pub answer_pops: u8,
+    /// Most addresses of one POP per answer; 0 means all.
+    pub max_addresses: u8,
+}
+
+impl Domain {
+    /// Whether the name is a wildcard (`*.example.org`).
+    pub fn is_wildcard(&self) -> bool {
+        self.name.is_wildcard()
+    }
+}
+
+/// Operator overrides, consulted before scoring.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    /// Subnet → POPs, longest prefix wins.
+    pub networks: Vec<NetworkOverride>,
+    pub countries: HashMap<Code, Vec<PopId>>,
+    pub continents: HashMap<Code, Vec<PopId>>,
+}
+
+/// A subnet sent to a list of POPs.
+#[derive(Debug, Clone)]
+pub struct NetworkOverride {
+    pub network: IpNetwork,
+    pub pops: Vec<PopId>,
+}
+
+/// Settings given on the command line, which win over the file.
+#[derive(Debug, Clone, Default)]
+pub struct Overlay {
+    pub dns_listen: Vec<SocketAddr>,
+    pub http_listen: Option<SocketAddr>,
+    pub city_db: Option<PathBuf>,
+    pub asn_db: Option<PathBuf>,
+}
+
+impl Config {
+    /// Reads and validates a config file, then applies command-line settings.
+    pub fn load(path: &Path, overlay: &Overlay) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::one(Problem::file(path, format!("cannot read: {e}"))))?;
+        let mut config = Self::parse(&text, path)?;
+        config.apply(overlay);
+        Ok(config)
+    }
+
+    /// Validates config text; `path` names it in problems and anchors relative paths.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let file: file::File = serde_saphyr::from_str(text).map_err(|e| {
+            let (line, column) = e
+                .location()
+                .map(|l| (l.line(), Some(l.column())))
+                .unwrap_or((0, None));
+            ConfigError::one(Problem::at(
+                path,
+                line,
+                column,
+                yaml_message(&e, text, e.location()),
+            ))
+        })?;
+        Validator::new(path).run(file)
+    }
+
+    /// Applies command-line settings over the file's.
+    pub fn apply(&mut self, overlay: &Overlay) {
+        if !overlay.dns_listen.is_empty() {
+            self.listen.dns = overlay.dns_listen.clone();
+        }
+        if overlay.http_listen.is_some() {
+            self.listen.http = overlay.http_listen;
+        }
+        if let Some(city) = &overlay.city_db {
+            self.geodata.city = Some(city.clone());
+        }
+        if let Some(asn) = &overlay.asn_db {
+            self.geodata.asn = Some(asn.clone());
+        }
+    }
+
+    /// The POP with this id.
+    pub fn pop(&self, id: PopId) -> &Pop {
+        &self.pops[id.index()]
+    }
+
+    /// Looks a POP up by its name.
+    pub fn pop_by_name(&self, name: &str) -> Option<PopId> {
+        self.pops
+            .iter()
+            .position(|p| p.id == name)
+            .map(|i| PopId(i as u16))
+    }
+}
+
+/// serde-saphyr's message without its own location prefix and snippet (ours carries
+/// the place), with the key and the expected value spelt out where the library only
+/// names the Rust type that failed ("invalid u8").
+fn yaml_message(error: &serde_saphyr::Error, text: &str, at: Option<Location>) -> String {
+    let rendered = error.without_snippet().to_string();
+    let mut message = rendered.lines().next().unwrap_or("invalid YAML").trim();
+    // Drop a trailing " at line X, column Y" the library may add; our prefix has it.
+    if let Some(i) = message.find(" at line ") {
+        message = &message[..i];
+    }
+    // A hint to the library's caller, not to the operator.
+    if let Some(i) = message.find(", set DuplicateKeyPolicy") {
+        message = &message[..i];
+    }
+    let expected = match message {
+        "invalid u8" => "a whole number from 0 to 255",
+        "invalid u16" => "a whole number from 0 to 65535",
+        "invalid u32" => "a whole number from 0 to 4294967295",
+        "invalid u64" | "invalid usize" => "a whole number, 0 or more",
+        "invalid floating point" => "a number",
+        "invalid bool" => "true or false",
+        _ => return message.to_string(),
+    };
+    let line = at.and_then(|at| {
+        text.lines()
+            .nth(usize::try_from(at.line()).ok()?.checked_sub(1)?)
+            .map(|l| (l, at.column()))
+    });
+    match line.map(|(line, column)| key_and_value(line, column)) {
+        Some((Some(key), value)) => format!("`{key}`: expected {expected}, found `{value}`"),
+        Some((None, value)) => format!("expected {expected}, found `{value}`"),
+        None => format!("{message}: expected {expected}"),
+    }
+}
+
+/// The mapping key a value on this line belongs to (the last `key:` before the
+/// 1-based `column`), and the scalar at `column`. Good for the one-line block and
+/// flow forms a config is written in; None where the line says nothing.
+fn key_and_value(line: &str, column: u64) -> (Option<&str>, &str) {
+    let split = line
+        .char_indices()
+        .nth(usize::try_from(column.saturating_sub(1)).unwrap_or(usize::MAX))
+        .map_or(line.len(), |(i, _)| i);
+    let (before, from) = line.split_at(split);
+    let value = from
+        .split(['#', ',', ']', '}'])
+        .next()
+        .unwrap_or_default()
+        .trim();
+    // A key ends in `: ` (or `:` at the end of what comes before); a bare colon
+    // inside a value such as an IPv6 address is not followed by a space.
+    let before = before.trim_end();
+    let key_end = if before.ends_with(':') {
+        Some(before.len() - 1)
+    } else {
+        before.rfind(": ")
+    };
+    let key = key_end.and_then(|end| {
+        before[..end]
+            .rsplit([' ', '{', ',', '['])
+            .next()
+            .map(|k| k.trim_matches(['"', '\'']))
+            .filter(|k| !k.is_empty())
+    });
+    (key, value)
+}
+
+/// Collects problems while turning the file format into a [`Config`].
+struct Validator<'p> {
+    path: &'p Path,
+    base: PathBuf,
+    problems: Vec<Problem>,
+}
+
+impl<'p> Validator<'p> {
+    fn new(path: &'p Path) -> Self {
+        let base = path
+            .parent()
+            .map(Path::to_path_buf)
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or_else(|| PathBuf::from("."));
+        Self {
+            path,
+            base,
+            problems: Vec::new(),
+        }
+    }
+
+    fn problem(&mut self, at: &Location, message: impl Into<String>) {
+        self.problems.push(Problem::at(
+            self.path,
+            at.line(),
+            Some(at.column()),
+            message,
+        ));
+    }
+
+    fn resolve_path(&self, text: &str) -> PathBuf {
+        let path = Path::new(text);
+        if path.is_absolute() {
+            path.to_path_buf()
+        } else {
+            self.base.join(path)
+        }
+    }
+
+    fn run(mut self, file: file::File) -> Result<Config, ConfigError> {
+        match &file.version {
+            None => self.problems.push(Problem::file(
+                self.path,
+                "version: missing; expected `version: 1` at the top level",
+            )),
+            Some(v) if v.value != 1 => {
+                self.problem(
+                    &v.referenced,
+                    format!(
+                        "version: unsupported config version {}: expected 1",
+                        v.value
+                    ),
+                );
+            }
+            Some(_) => {}
+        }
+        let listen = self.listen(&file.listen);
+        let geodata = Geodata {
+            city: file
+                .geodata
+                .city
+                .as_ref()
+                .map(|p| self.resolve_path(&p.value)),
+            asn: file
+                .geodata
+                .asn
+                .as_ref()
+                .map(|p| self.resolve_path(&p.value)),
+        };
+        let (zones, zone_lines) = self.zones(&file.zones);
+        let cdn_suffix = self.cdn_suffix(&file.cdn_suffix, &zones);
+        let dns = self.dns(&file.dns);
+        let ecs = self.ecs(&file.ecs);
+        let scoring = self.scoring(&file.scoring);
+        let isps = self.isps(&file.isps);
+        let pops = self.pops(&file.pops, &isps);
+        let pop_index: HashMap<&str, PopId> = pops
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (p.id.as_str(), PopId(i as u16)))
+            .collect();
+        let unknown_location = self.fallback(file.unknown_location.as_ref(), &pop_index);
+        let (domains, domain_lines) = match &cdn_suffix {
+            Some(suffix) => self.domains(&file.domains, suffix, &pops),
+            None => (Vec::new(), Vec::new()),
+        };
+        let overrides = self.overrides(&file.overrides, &pop_index);
+        if let (Fallback::Country(code), Some(at)) = (&unknown_location, &file.unknown_location)
+            && !pops.iter().any(|p| p.country == *code)
+            && !overrides.countries.contains_key(code)
+        {
+            // Otherwise unknown clients would silently be scored from wherever the
+            // first POP happens to be.
+            self.problem(
+                &at.referenced,
+                format!(
+                    "unknown-location: country {code} has no POP and no entry under overrides.countries"
+                ),
+            );
+        }
+
+        if !self.problems.is_empty() {
+            // Problems are found rule by rule; the operator reads the file top-down.
+            // The sort is stable, and file-wide problems (no line) come first.
+            self.problems.sort_by_key(|p| p.line.unwrap_or(0));
+            return Err(self.problems.into());
+        }
+        Ok(Config {
+            source: self.path.to_path_buf(),
+            listen,
+            geodata,
+            zones,
+            cdn_suffix: cdn_suffix.unwrap_or_else(Name::root),
+            dns,
+            ecs,
+            scoring,
+            unknown_location,
+            isps,
+            pops,
+            domains,
+            overrides,
+            lines: Lines {
+                domains: domain_lines,
+                zones: zone_lines,
+                geodata_city: file
+                    .geodata
+                    .city
+                    .as_ref()
+                    .map_or(0, |s| s.referenced.line()),
+                geodata_asn: file.geodata.asn.as_ref().map_or(0, |s| s.referenced.line()),
+            },
+        })
+    }
+
+    fn listen(&mut self, listen: &file::ListenFile) -> Listen {
+        let mut out = Listen::default();
+        for addr in &listen.dns {
+            match SocketAddr::from_str(&addr.value) {
+                Ok(a) => out.dns.push(a),
+                Err(_) => self.problem(
+                    &addr.referenced,
+                    format!("listen.dns: `{}` is not an address:port", addr.value),
+                ),
+            }
+        }
+        if let Some(addr) = &listen.http {
+            match SocketAddr::from_str(&addr.value) {
+                Ok(a) => out.http = Some(a),
+                Err(_) => self.problem(
+                    &addr.referenced,
+                    format!("listen.http: `{}` is not an address:port", addr.value),
+                ),
+            }
+        }
+        out
+    }
+
+    fn zones(&mut self, zones: &Spanned<Vec<file::ZoneFile>>) -> (Vec<ZoneSource>, Vec<u64>) {
+        let mut out = Vec::new();
+        let mut lines = Vec::new();
+        let mut seen: HashMap<Name, u64> = HashMap::new();
+        for zone in &zones.value {
+            let Some(origin) = self.name(&zone.origin, "zone origin") else {
+                continue;
+            };
+            if let Some(first) = seen.insert(origin.clone(), zone.origin.referenced.line()) {
+                self.problem(
+                    &zone.origin.referenced,
+                    format!("zone {origin} is listed twice (first on line {first})"),
+                );
+                continue;
+            }
+            lines.push(zone.origin.referenced.line());
+            out.push(ZoneSource {
+                origin,
+                file: self.resolve_path(&zone.file.value),
+            });
+        }
+        if zones.value.is_empty() {
+            self.problem(&zones.referenced, "zones: at least one zone is needed");
+        }
+        (out, lines)
+    }
+
+    /// Parses a domain name as written (trailing dot optional), lower-cased, as an FQDN.
+    fn name(&mut self, text: &Spanned<String>, what: &str) -> Option<Name> {
+        match parse_name(&text.value) {
+            Ok(name) => Some(name),
+            Err(reason) => {
+                self.problem(
+                    &text.referenced,
+                    format!(
+                        "{what} `{}` is not a valid domain name: {reason}",
+                        text.value
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    fn cdn_suffix(&mut self, suffix: &Spanned<String>, zones: &[ZoneSource]) -> Option<Name> {
+        let name = self.name(suffix, "cdn-suffix")?;
+        // With no valid zone at all, that is the problem already reported.
+        if !zones.is_empty() && !zones.iter().any(|z| z.origin.zone_of(&name)) {
+            let origins: Vec<String> = zones.iter().map(|z| z.origin.to_string()).collect();
+            self.problem(
+                &suffix.referenced,
+                format!(
+                    "cdn-suffix {name} is not inside any configured zone: expected one of {} or a name under it",
+                    origins.join(", ")
+                ),
+            );
+        }
+        // Still returned, so that the domains are checked in the same pass.
+        Some(name)
+    }
+
+    fn dns(&mut self, dns: &file::DnsFile) -> DnsSettings {
+        let max_udp_payload = match &dns.max_udp_payload {
+            Some(v) if v.value < 512 => {
+                self.problem(
+                    &v.referenced,
+                    format!(
+                        "dns.max-udp-payload {} is below the DNS minimum of 512",
+                        v.value
+                    ),
+                );
+                DEFAULT_MAX_UDP_PAYLOAD
+            }
+            Some(v) => v.value,
+            None => DEFAULT_MAX_UDP_PAYLOAD,
+        };
+        let udp_threads = match &dns.udp_threads {
+            Some(v) if v.value > 256 => {
+                self.problem(
+                    &v.referenced,
+                    format!("dns.udp-threads {} is above the limit of 256", v.value),
+                );
+                0
+            }
+            Some(v) => v.value,
+            None => 0,
+        };
+        DnsSettings {
+            max_udp_payload,
+            fast_path: dns.fast_path.unwrap_or(true),
+            udp_threads,
+        }
+    }
+
+    fn ecs(&mut self, ecs: &file::EcsFile) -> EcsPolicy {
+        let mut cap = |v: &Option<Spanned<u8>>, max: u8, default: u8, key: &str| match v {
+            Some(v) if v.value > max => {
+                self.problem(
+                    &v.referenced,
+                    format!(
+                        "ecs.{key} {} is longer than an address ({max} bits)",
+                        v.value
+                    ),
+                );
+                default
+            }
+            Some(v) => v.value,
+            None => default,
+        };
+        EcsPolicy {
+            max_source_prefix_v4: cap(
+                &ecs.max_source_prefix_v4,
+                32,
+                DEFAULT_ECS_MAX_V4,
+                "max-source-prefix-v4",
+            ),
+            max_source_prefix_v6: cap(
+                &ecs.max_source_prefix_v6,
+                128,
+                DEFAULT_ECS_MAX_V6,
+                "max-source-prefix-v6",
+            ),
+        }
+    }
+
+    fn scoring(&mut self, scoring: &file::ScoringFile) -> Weights {
+        let mut weight = |v: &Option<Spanned<f64>>, default: f64, key: &str| match v {
+            Some(v) if !v.value.is_finite() || v.value < 0.0 => {
+                self.problem(
+                    &v.referenced,
+                    format!(
+                        "scoring.{key} must be a finite number >= 0, not {}",
+                        v.value
+                    ),
+                );
+                default
+            }
+            Some(v) => v.value,
+            None => default,
+        };
+        Weights {
+            distance: weight(&scoring.distance_weight, 1.0, "distance-weight"),
+            isp_match_bonus_km: weight(
+                &scoring.isp_match_bonus_km,
+                DEFAULT_ISP_MATCH_BONUS_KM,
+                "isp-match-bonus-km",
+            ),
+            isp_mismatch_penalty_km: weight(
+                &scoring.isp_mismatch_penalty_km,
+                DEFAULT_ISP_MISMATCH_PENALTY_KM,
+                "isp-mismatch-penalty-km",
+            ),
+        }
+    }
+
+    fn isps(&mut self, isps: &BTreeMap<String, Spanned<Vec<u32>>>) -> Vec<Isp> {
+        let mut owner: HashMap<u32, &str> = HashMap::new();
+        let mut out = Vec::new();
+        // In file order, so an ASN listed twice is reported where it is listed the
+        // second time (the map itself is in name order).
+        let mut in_file_order: Vec<_> = isps.iter().collect();
+        in_file_order.sort_by_key(|(_, asns)| asns.referenced.line());
+        for (name, asns) in in_file_order {
+            if asns.value.is_empty() {
+                self.problem(
+                    &asns.referenced,
+                    format!("isp {name} lists no ASNs: expected a list of AS numbers"),
+                );
+            }
+            for asn in &asns.value {
+                if let Some(other) = owner.insert(*asn, name) {
+                    self.problem(
+                        &asns.referenced,
+                        format!("AS{asn} is listed under both isp {other} and isp {name}"),
+                    );
+                }
+            }
+            out.push(Isp {
+                name: name.clone(),
+                asns: asns.value.clone(),
+            });
+        }
+        out
+    }
+
+    fn pops(&mut self, pops: &Spanned<Vec<Spanned<file::PopFile>>>, isps: &[Isp]) -> Vec<Pop> {
+        let at = pops.referenced;
+        let pops = &pops.value;
+        let mut out = Vec::new();
+        let mut seen: HashMap<String, u64> = HashMap::new();
+        if pops.is_empty() {
+            self.problem(&at, "pops: at least one POP is needed");
+        }
+        if pops.len() > usize::from(u16::MAX) {
+            self.problems
+                .push(Problem::file(self.path, "pops: at most 65535 POPs"));
+            return out;
+        }
+        for spanned in pops {
+            let pop = &spanned.value;
+            let id = pop.id.value.trim().to_string();
+            if id.is_empty()
+                || !id
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            {
+                self.problem(
+                    &pop.id.referenced,
+                    format!("pop id `{id}` must be letters, digits, `-` or `_`"),
+                );
+            }
+            if let Some(first) = seen.insert(id.clone(), pop.id.referenced.line()) {
+                self.problem(
+                    &pop.id.referenced,
+                    format!("duplicate pop id `{id}` (first defined on line {first})"),
+                );
+            }
+            let country = self
+                .code(&pop.country, "country")
+                .unwrap_or(Code::parse("ZZ").unwrap_or_else(|| unreachable!()));
+            let continent = pop.continent.as_ref().and_then(|c| self.continent(c));
+            let (lat, lon) = (pop.latitude.value, pop.longitude.value);
+            if !(-90.0..=90.0).contains(&lat) || !lat.is_finite() {
+                self.problem(
+                    &pop.latitude.referenced,
+                    format!("pop {id}: latitude {lat} is outside -90..90"),
+                );
+            }
+            if !(-180.0..=180.0).contains(&lon) || !lon.is_finite() {
+                self.problem(
+                    &pop.longitude.referenced,
+                    format!("pop {id}: longitude {lon} is outside -180..180"),
+                );
+            }
+            let isp = pop.isp.as_ref().and_then(|isp| {
+                let found = isps.iter().position(|i| i.name == isp.value);
+                if found.is_none() {
+                    self.problem(
+                        &isp.referenced,
+                        format!("pop {id}: isp `{}` is not defined under isps", isp.value),
+                    );
+                }
+                found.map(|i| IspId(i as u16))
+            });
+            let region = match &pop.region {
+                None if country.as_str() == "CN" => Region::MainlandChina,
+                None => Region::Global,
+                Some(r) => match r.value.as_str() {
+                    "mainland-china" => Region::MainlandChina,
+                    "global" => Region::Global,
+                    other => {
+                        self.problem(
+                            &r.referenced,
+                            format!(
+                                "pop {id}: region `{other}`: expected mainland-china or global"
+                            ),
+                        );
+                        Region::Global
+                    }
+                },
+            };
+            let mut ipv4 = Vec::new();
+            let mut ipv6 = Vec::new();
+            for addr in &pop.addresses {
+                match IpAddr::from_str(addr.value.trim()) {
+                    Ok(IpAddr::V4(a)) => ipv4.push(a),
+                    Ok(IpAddr::V6(a)) => ipv6.push(a),
+                    Err(_) => self.problem(
+                        &addr.referenced,
+                        format!("pop {id}: `{}` is not an IP address", addr.value),
+                    ),
+                }
+            }
+            if pop.addresses.is_empty() {
+                self.problem(
+                    &pop.id.referenced,
+                    format!("pop {id} has no addresses: expected at least one IPv4 or IPv6 address under `addresses`"),
+                );
+            }
+            let capacity = match &pop.capacity {
+                Some(c) if c.value == 0 => {
+                    self.problem(&c.referenced, format!("pop {id}: capacity must be above 0"));
+                    1
+                }
+                Some(c) => c.value,
+                None => 1,
+            };
+            let admin = match &pop.admin {
+                None => AdminState::Up,
+                Some(a) => match a.value.as_str() {
+                    "up" => AdminState::Up,
+                    "down" => AdminState::Down,
+                    other => {
+                        self.problem(
+                            &a.referenced,
+                            format!("pop {id}: admin `{other}`: expected up or down"),
+                        );
+                        AdminState::Up
+                    }
+                },
+            };
+            out.push(Pop {
+                id,
+                city: pop.city.clone(),
+                country,
+                continent,
+                coordinates: Coordinates {
+                    latitude: lat,
+                    longitude: lon,
+                },
+                isp,
+                region,
+                ipv4,
+                ipv6,
+                capacity,
+                admin,
+            });
+        }
+        out
+    }
+
+    fn code(&mut self, text: &Spanned<String>, what: &str) -> Option<Code> {
+        let code = Code::parse(text.value.trim());
+        if code.is_none() {
+            self.problem(
+                &text.referenced,
+                format!("{what} `{}` is not a two-letter ISO 3166 code", text.value),
+            );
+        }
+        code
+    }
+
+    fn continent(&mut self, text: &Spanned<String>) -> Option<Code> {
+        let code = Code::parse(text.value.trim()).filter(|c| CONTINENTS.contains(&c.as_str()));
+        if code.is_none() {
+            self.problem(
+                &text.referenced,
+                format!(
+                    "continent `{}`: expected one of {}",
+                    text.value,
+                    CONTINENTS.join(" ")
+                ),
+            );
+        }
+        code
+    }
+
+    fn pop_list(
+        &mut self,
+        names: &[String],
+        at: &Location,
+        what: &str,
+        index: &HashMap<&str, PopId>,
+    ) -> Vec<PopId> {
+        let mut out = Vec::new();
+        if names.is_empty() {
+            self.problem(at, format!("{what}: the POP list is empty"));
+        }
+        for name in names {
+            match index.get(name.as_str()) {
+                Some(id) => out.push(*id),
+                None => self.problem(at, format!("{what}: unknown pop `{name}`")),
+            }
+        }
+        out
+    }
+
+    fn fallback(
+        &mut self,
+        fallback: Option<&Spanned<file::FallbackFile>>,
+        index: &HashMap<&str, PopId>,
+    ) -> Fallback {
+        let Some(spanned) = fallback else {
+            // Without a say from the operator, the first POP takes unknown clients.
+            return Fallback::Pops(vec![PopId(0)]);
+        };
+        let at = spanned.referenced;
+        let f = &spanned.value;
+        let given = usize::from(!f.pops.is_empty())
+            + usize::from(f.country.is_some())
+            + usize::from(f.latitude.is_some() || f.longitude.is_some());
+        if given != 1 {
+            self.problem(
+                &at,
+                "unknown-location: give exactly one of `pops`, `country`, or `latitude` with `longitude`",
+            );
+            return Fallback::Pops(vec![PopId(0)]);
+        }
+        if !f.pops.is_empty() {
+            return Fallback::Pops(self.pop_list(&f.pops, &at, "unknown-location", index));
+        }
+        if let Some(country) = &f.country {
+            return match Code::parse(country) {
+                Some(code) => Fallback::Country(code),
+                None => {
+                    self.problem(
+                        &at,
+                        format!("unknown-location: country `{country}` is not a two-letter code"),
+                    );
+                    Fallback::Pops(vec![PopId(0)])
+                }
+            };
+        }
+        match (f.latitude, f.longitude) {
+            (Some(latitude), Some(longitude))
+                if (-90.0..=90.0).contains(&latitude) && (-180.0..=180.0).contains(&longitude) =>
+            {
+                Fallback::Coordinates(Coordinates {
+                    latitude,
+                    longitude,
+                })
+            }
+            _ => {
+                self.problem(
+                    &at,
+                    "unknown-location: latitude (-90..90) and longitude (-180..180) go together",
+                );
+                Fallback::Pops(vec![PopId(0)])
+            }
+        }
+    }
+
+    fn domains(
+        &mut self,
+        domains: &[Spanned<file::DomainFile>],
+        suffix: &Name,
+        pops: &[Pop],
+    ) -> (Vec<Domain>, Vec<u64>) {
+        let mut out = Vec::new();
+        let mut lines = Vec::new();
+        let mut seen: HashMap<Name, u64> = HashMap::new();
+        for spanned in domains {
+            let d = &spanned.value;
+            let at = d.name.referenced;
+            let Some(name) = self.name(&d.name, "domain") else {
+                continue;
+            };
+            if name.iter().skip(1).any(|l| l == b"*") {
+                self.problem(
+                    &at,
+                    format!("domain {name}: `*` may only be the first label"),
+                );
+                continue;
+            }
+            if let Some(first) = seen.insert(name.clone(), at.line()) {
+                self.problem(
+                    &at,
+                    format!("duplicate domain {name} (first defined on line {first})"),
+                );
+                continue;
+            }
+            let served = match name.clone().append_domain(suffix) {
+                Ok(served) => served,
+                Err(e) => {
+                    self.problem(
+                        &at,
+                        format!("domain {name} under {suffix} is too long: {e}"),
+                    );
+                    continue;
+                }
+            };
+            let mut origins = Vec::new();
+            for origin in &d.origins {
+                let o = &origin.value;
+                let https = match o.scheme.as_deref() {
+                    None | Some("http") => false,
+                    Some("https") => true,
+                    Some(other) => {
+                        self.problem(
+                            &origin.referenced,
+                            format!(
+                                "domain {name}: origin scheme `{other}`: expected http or https"
+                            ),
+                        );
+                        false
+                    }
+                };
+                let host = o.host.trim().trim_end_matches('.').to_ascii_lowercase();
+                if host.is_empty() {
+                    self.problem(
+                        &origin.referenced,
+                        format!("domain {name}: origin host is empty"),
+                    );
+                    continue;
+                }
+                if host.parse::<IpAddr>().is_err() {
+                    match parse_name(&host) {
+                        Ok(host_name) => {
+                            // The cache node would resolve the origin through this very
+                            // CDN name and fetch from itself forever. A host merely under
+                            // a wildcard domain (`origin.example.org` for `*.example.org`)
+                            // is not flagged: its own records in the customer's zone take
+                            // precedence over the wildcard (RFC 4592), the usual setup.
+                            let loops = host_name == name
+                                || host_name == served
+                                || served_by_wildcard(&served, &host_name);
+                            if loops {
+                                self.problem(&origin.referenced, format!("domain {name}: origin host {host} is the accelerated domain itself (a resolution loop)"));
+                            }
+                        }
+                        Err(reason) => self.problem(&origin.referenced, format!("domain {name}: origin host `{host}` is neither an IP address nor a host name: {reason}")),
+                    }
+                }
+                origins.push(Origin {
+                    host,
+                    port: o.port.unwrap_or(if https { 443 } else { 80 }),
+                    https,
+                });
+            }
+            if d.origins.is_empty() {
+                self.problem(
+                    &at,
+                    format!(
+                        "domain {name} has no origins: expected at least one `host` under `origins`"
+                    ),
+                );
+            }
+            let coverage = match &d.coverage {
+                None => Coverage::Global,
+                Some(c) => match c.value.as_str() {
+                    "global" => Coverage::Global,
+                    "mainland-china" => Coverage::MainlandChina,
+                    "global-excluding-mainland-china" => Coverage::GlobalExcludingMainlandChina,
+                    other => {
+                        self.problem(&c.referenced, format!("domain {name}: coverage `{other}`: expected global, mainland-china or global-excluding-mainland-china"));
+                        Coverage::Global
+                    }
+                },
+            };
+            if !pops.is_empty() && !pops.iter().any(|p| coverage.admits(p.region)) {
+                let place = d.coverage.as_ref().map_or(at, |c| c.referenced);
+                let wanted = match coverage {
+                    Coverage::MainlandChina => {
+                        "in mainland China (country CN, or region: mainland-china)"
+                    }
+                    _ => "outside mainland China (region: global)",
+                };
+                self.problem(
+                    &place,
+                    format!("domain {name}: coverage {}: no POP can serve it; expected at least one POP {wanted}", coverage.as_str()),
+                );
+            }
+            let ttl = match &d.ttl {
+                Some(t) if t.value > MAX_TTL => {
+                    self.problem(
+                        &t.referenced,
+                        format!("domain {name}: ttl {} is above {MAX_TTL}", t.value),
+                    );
+                    DEFAULT_TTL
+                }
+                Some(t) => t.value,
+                None => DEFAULT_TTL,
+            };
+            let answer_pops = match &d.answer.pops {
+                Some(p) if !(1..=2).contains(&p.value) => {
+                    self.problem(
+                        &p.referenced,
+                        format!("domain {name}: answer.pops must be 1 or 2, not {}", p.value),
+                    );
+                    1
+                }
+                Some(p) => p.value,
+                None => 1,
+            };
+            lines.push(at.line());
+            out.push(Domain {
+                name,
+                served,
+                origins,
+                coverage,
+                ttl,
+                answer_pops,
+                max_addresses: d.answer.max_addresses.as_ref().map_or(0, |m| m.value),
+            });
+        }
+        (out, lines)
+    }
+
+    fn overrides(
+        &mut self,
+        overrides: &file::OverridesFile,
+        index: &HashMap<&str, PopId>,
+    ) -> Overrides {
+        let mut out = Overrides::default();
+        let mut seen = HashSet::new();
+        for spanned in &overrides.networks {
+            let at = spanned.referenced;
+            let o = &spanned.value;
+            let network = match IpNetwork::from_str(o.network.trim()) {
+                Ok(n) => n,
+                Err(e) => {
+                    self.problem(
+                        &at,
+                        format!("overrides.networks: `{}` is not a network: {e}", o.network),
+                    );
+                    continue;
+                }
+            };
+            if network.network() != network.ip() {
+                self.problem(
+                    &at,
+                    format!(
+                        "overrides.networks: {network} has host bits set (did you mean {}/{}?)",
+                        network.network(),
+                        network.prefix()
+                    ),
+                );
+                continue;
+            }
+            if !seen.insert(network) {
+                self.problem(
+                    &at,
+                    format!("overrides.networks: {network} is listed twice"),
+                );
+                continue;
+            }
+            let pops = self.pop_list(&o.pops, &at, &format!("override {network}"), index);
+            out.networks.push(NetworkOverride { network, pops });
+        }
+        for (country, pops) in &overrides.countries {
+            let Some(code) = Code::parse(country) else {
+                self.problem(
+                    &pops.referenced,
+                    format!("overrides.countries: `{country}` is not a two-letter code"),
+                );
+                continue;
+            };
+            let list = self.pop_list(
+                &pops.value,
+                &pops.referenced,
+                &format!("override for country {code}"),
+                index,
+            );
+            out.countries.insert(code, list);
+        }
+        for (continent, pops) in &overrides.continents {
+            let Some(code) = Code::parse(continent).filter(|c| CONTINENTS.contains(&c.as_str()))
+            else {
+                self.problem(
+                    &pops.referenced,
+                    format!(
+                        "overrides.continents: `{continent}`: expected one of {}",
+                        CONTINENTS.join(" ")
+                    ),
+                );
+                continue;
+            };
+            let list = self.pop_list(
+                &pops.value,
+                &pops.referenced,
+                &format!("override for continent {code}"),
+                index,
+            );
+            out.continents.insert(code, list);
+        }
+        out
+    }
+}
+
+/// MaxMind's continent codes.
+pub const CONTINENTS: [&str; 7] = ["AF", "AN", "AS", "EU", "NA", "OC", "SA"];
+
+/// Parses a domain name as an operator writes it: trailing dot optional, any case.
+pub fn parse_name(text: &str) -> Result<Name, String> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Err("empty".into());
+    }
+    let mut name = Name::from_ascii(text).map_err(|e| e.to_string())?;
+    name.set_fqdn(true);
+    if name.is_root() {
+        return Err("the root is not a domain".into());
+    }
+    Ok(name.to_lowercase())
+}
+
+/// Whether `host` would be answered by the wildcard entry that produced `served`.
+fn served_by_wildcard(served: &Name, host: &Name) -> bool {
+    served.is_wildcard()
+        && served.base_name().zone_of(host)
+        && host.num_labels() > served.base_name().num_labels()
+}
