@@ -1,0 +1,184 @@
+//! Everything the answer path reads, loaded and validated together and published as
+//! one immutable value: the config, the zones, the geo databases and the routing
+//! tables. A reload builds a new snapshot off the answer path and swaps it in
+//! whole; queries in flight finish on the snapshot they started with.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use hickory_proto::rr::Name;
+
+use crate::config::{Config, ConfigError, Domain, Problem};
+use crate::geo::GeoDb;
+use crate::routing::{Client, Decision, Family, Router};
+use crate::zone::Zone;
+
+/// The published snapshot, swapped atomically on reload.
+pub type Shared = Arc<ArcSwap<Snapshot>>;
+
+/// Index of a domain in [`Config::domains`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct DomainId(pub u32);
+
+/// One consistent view of config, zones, geodata and routing.
+#[derive(Debug)]
+pub struct Snapshot {
+    pub config: Config,
+    /// Zones, most specific origin first.
+    pub zones: Vec<Zone>,
+    pub geo: Arc<GeoDb>,
+    pub router: Router,
+    /// Served name (lower-case wire form) → domain.
+    exact: HashMap<Box<[u8]>, DomainId>,
+    /// For `*.example.org`: the wire form of `example.org.<suffix>` → domain.
+    wildcards: HashMap<Box<[u8]>, DomainId>,
+}
+
+impl Snapshot {
+    /// Loads the zones and geo databases a config names and checks them against it.
+    pub fn load(config: Config) -> Result<Self, ConfigError> {
+        let geo = GeoDb::open(
+            config.geodata.city.as_deref(),
+            config.geodata.asn.as_deref(),
+        )
+        .map_err(|e| {
+            let line = if Some(&e.path) == config.geodata.city.as_ref() {
+                config.lines.geodata_city
+            } else {
+                config.lines.geodata_asn
+            };
+            ConfigError::one(Problem::at(
+                &config.source,
+                line,
+                None,
+                format!("geodata {}: {}", e.path.display(), e.reason),
+            ))
+        })?;
+        Self::with_geo(config, Arc::new(geo))
+    }
+
+    /// Builds with geo databases already open (a reload that did not touch them).
+    pub fn with_geo(config: Config, geo: Arc<GeoDb>) -> Result<Self, ConfigError> {
+        let mut problems = Vec::new();
+        let mut zones = Vec::new();
+        for source in &config.zones {
+            match Zone::load(&source.origin, &source.file) {
+                Ok(zone) => zones.push(zone),
+                Err(mut found) => problems.append(&mut found),
+            }
+        }
+        if !problems.is_empty() {
+            return Err(problems.into());
+        }
+        zones.sort_by_key(|z| std::cmp::Reverse(z.origin().num_labels()));
+
+        let mut exact = HashMap::new();
+        let mut wildcards = HashMap::new();
+        for (i, domain) in config.domains.iter().enumerate() {
+            let id = DomainId(i as u32);
+            let line = config.lines.domains.get(i).copied().unwrap_or(0);
+            let Some(zone) = zones.iter_mut().find(|z| z.contains(&domain.served)) else {
+                problems.push(Problem::at(
+                    &config.source,
+                    line,
+                    None,
+                    format!("domain {}: {} is in no zone", domain.name, domain.served),
+                ));
+                continue;
+            };
+            if let Err(zone_line) = zone.reserve(&domain.served) {
+                let file = config
+                    .zones
+                    .iter()
+                    .find(|z| &z.origin == zone.origin())
+                    .map(|z| z.file.display().to_string())
+                    .unwrap_or_default();
+                problems.push(Problem::at(
+                    &config.source,
+                    line,
+                    None,
+                    format!(
+                        "domain {}: {} also has static records ({file} line {zone_line}); a name is either geo-routed or static",
+                        domain.name, domain.served
+                    ),
+                ));
+                continue;
+            }
+            if domain.is_wildcard() {
+                wildcards.insert(wire_lower(&domain.served.base_name()), id);
+            } else {
+                exact.insert(wire_lower(&domain.served), id);
+            }
+        }
+        if !problems.is_empty() {
+            return Err(problems.into());
+        }
+        let router = Router::new(&config);
+        Ok(Self {
+            config,
+            zones,
+            geo,
+            router,
+            exact,
+            wildcards,
+        })
+    }
+
+    /// The most specific zone holding `name`.
+    pub fn zone_for(&self, name: &Name) -> Option<&Zone> {
+        self.zones.iter().find(|z| z.contains(name))
+    }
+
+    /// The accelerated domain answering a name given in lower-case wire form: an
+    /// exact name first, else the closest wildcard above it.
+    pub fn domain_by_wire(&self, wire: &[u8]) -> Option<DomainId> {
+        if let Some(id) = self.exact.get(wire) {
+            return Some(*id);
+        }
+        if self.wildcards.is_empty() {
+            return None;
+        }
+        // Strip one label at a time: `a.b.example.org.cdn.test.` tries
+        // `b.example.org.cdn.test.`, then `example.org.cdn.test.`, ...
+        let mut rest = wire;
+        while let Some(&len) = rest.first() {
+            if len == 0 {
+                break;
+            }
+            rest = rest.get(1 + len as usize..)?;
+            if let Some(id) = self.wildcards.get(rest) {
+                return Some(*id);
+            }
+        }
+        None
+    }
+
+    /// The accelerated domain answering `name`, if any.
+    pub fn domain_for(&self, name: &Name) -> Option<DomainId> {
+        self.domain_by_wire(&wire_lower(name))
+    }
+
+    /// The domain with this id.
+    pub fn domain(&self, id: DomainId) -> &Domain {
+        &self.config.domains[id.0 as usize]
+    }
+
+    /// Routes one query for a geo-routed name.
+    pub fn decide(&self, id: DomainId, family: Family, client: &Client) -> Decision {
+        self.router
+            .decide(&self.geo, self.domain(id), family, client)
+    }
+}
+
+/// A name in lower-case DNS wire form (length-prefixed labels, root last), the key
+/// the UDP fast path can build straight from a packet.
+pub fn wire_lower(name: &Name) -> Box<[u8]> {
+    let mut out = Vec::with_capacity(64);
+    for label in name.iter() {
+        out.push(label.len() as u8);
+        out.extend(label.iter().map(u8::to_ascii_lowercase));
+    }
+    out.push(0);
+    out.into_boxed_slice()
+}
