@@ -1,0 +1,165 @@
+//! Starting and stopping a Meridian instance: DNS listeners, the control plane,
+//! and reloads on SIGHUP. Tests call [`start`] with port 0 and read the bound
+//! addresses back.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::config::{Config, ConfigError, Overlay};
+use crate::dns::{self, DnsServer};
+use crate::snapshot::{Shared, Snapshot};
+
+/// Why an instance did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The config, a zone or a geo database is wrong.
+    #[error("{0}")]
+    Config(#[from] ConfigError),
+    /// A listener could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// A running instance.
+pub struct Server {
+    shared: Shared,
+    dns: DnsServer,
+    http_addr: Option<SocketAddr>,
+    http_task: Option<JoinHandle<std::io::Result<()>>>,
+    stop: watch::Sender<bool>,
+}
+
+/// Loads everything the config names and starts serving it.
+pub async fn start(config: Config) -> Result<Server, StartError> {
+    let dns_addrs = if config.listen.dns.is_empty() {
+        vec![
+            crate::config::DEFAULT_DNS_LISTEN
+                .parse()
+                .unwrap_or_else(|_| unreachable!()),
+        ]
+    } else {
+        config.listen.dns.clone()
+    };
+    let http_listen = config.listen.http;
+    let snapshot = Snapshot::load(config)?;
+    let shared: Shared = Arc::new(ArcSwap::from_pointee(snapshot));
+
+    let (stop, stopped) = watch::channel(false);
+    let (http_addr, http_task) = match http_listen {
+        Some(addr) => {
+            let listener = crate::http::bind(addr)
+                .await
+                .map_err(|source| StartError::Bind { addr, source })?;
+            let bound = listener
+                .local_addr()
+                .map_err(|source| StartError::Bind { addr, source })?;
+            let mut stopped = stopped.clone();
+            let task = tokio::spawn(crate::http::serve(listener, shared.clone(), async move {
+                let _ = stopped.wait_for(|s| *s).await;
+            }));
+            (Some(bound), Some(task))
+        }
+        None => (None, None),
+    };
+    let dns = dns::start(&dns_addrs, shared.clone())
+        .await
+        .map_err(|source| StartError::Bind {
+            addr: dns_addrs[0],
+            source,
+        })?;
+    Ok(Server {
+        shared,
+        dns,
+        http_addr,
+        http_task,
+        stop,
+    })
+}
+
+impl Server {
+    /// DNS addresses actually bound (UDP and TCP share each).
+    pub fn dns_addrs(&self) -> &[SocketAddr] {
+        &self.dns.addrs
+    }
+
+    /// The control-plane address actually bound.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http_addr
+    }
+
+    /// The published snapshot.
+    pub fn shared(&self) -> &Shared {
+        &self.shared
+    }
+
+    /// Says where the instance listens.
+    pub fn log_listening(&self) {
+        for addr in self.dns_addrs() {
+            tracing::info!(%addr, "DNS listening (UDP and TCP)");
+        }
+        if let Some(addr) = self.http_addr {
+            tracing::info!(%addr, "control plane listening (HTTP)");
+        }
+    }
+
+    /// Builds a new snapshot from the config file and swaps it in; on any problem
+    /// the running snapshot keeps serving and the problems are returned.
+    pub fn reload(&self, path: &Path, overlay: &Overlay) -> Result<(), ConfigError> {
+        let config = Config::load(path, overlay)?;
+        let current = self.shared.load();
+        let snapshot = if config.geodata == current.config.geodata {
+            Snapshot::with_geo(config, current.geo.clone())?
+        } else {
+            Snapshot::load(config)?
+        };
+        self.shared.store(Arc::new(snapshot));
+        Ok(())
+    }
+
+    /// Serves until SIGINT or SIGTERM; SIGHUP reloads the config.
+    pub async fn run_until_signal(self, path: &Path, overlay: &Overlay) {
+        use tokio::signal::unix::{SignalKind, signal};
+        let (Ok(mut hup), Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::hangup()),
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) else {
+            tracing::error!("cannot install signal handlers; serving until killed");
+            std::future::pending::<()>().await;
+            return;
+        };
+        loop {
+            tokio::select! {
+                _ = hup.recv() => match self.reload(path, overlay) {
+                    Ok(()) => tracing::info!(config = %path.display(), "reloaded"),
+                    Err(e) => {
+                        for problem in &e.problems {
+                            tracing::error!(%problem, "reload rejected; still serving the previous config");
+                        }
+                    }
+                },
+                _ = term.recv() => break,
+                _ = int.recv() => break,
+            }
+        }
+        tracing::info!("shutting down");
+        self.shutdown().await;
+    }
+
+    /// Stops every listener and waits for them.
+    pub async fn shutdown(mut self) {
+        let _ = self.stop.send(true);
+        if let Some(task) = self.http_task.take() {
+            let _ = task.await;
+        }
+        self.dns.shutdown().await;
+    }
+}
