@@ -27,6 +27,7 @@ pub mod dns;
 pub mod explain;
 pub mod geo;
 pub mod http;
+pub mod metrics;
 pub mod routing;
 pub mod server;
 pub mod snapshot;
