@@ -156,7 +156,13 @@ impl Metrics {
     }
 
     /// Publishes one POP's live state.
-    pub fn set_pop_state(&self, pop: &str, healthy: Option<bool>, load: f64, report_age: Option<f64>) {
+    pub fn set_pop_state(
+        &self,
+        pop: &str,
+        healthy: Option<bool>,
+        load: f64,
+        report_age: Option<f64>,
+    ) {
         self.pop_healthy
             .with_label_values(&[pop])
             .set(healthy.map_or(-1, i64::from));

@@ -12,6 +12,8 @@ use tokio::task::JoinHandle;
 
 use crate::config::{Config, ConfigError, Overlay};
 use crate::dns::{self, DnsServer};
+use crate::http::AppState;
+use crate::metrics::Metrics;
 use crate::snapshot::{Shared, Snapshot};
 
 /// Why an instance did not start.
@@ -31,6 +33,7 @@ pub enum StartError {
 /// A running instance.
 pub struct Server {
     shared: Shared,
+    metrics: Metrics,
     dns: DnsServer,
     http_addr: Option<SocketAddr>,
     http_task: Option<JoinHandle<std::io::Result<()>>>,
@@ -51,6 +54,7 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
     let http_listen = config.listen.http;
     let snapshot = Snapshot::load(config)?;
     let shared: Shared = Arc::new(ArcSwap::from_pointee(snapshot));
+    let metrics = Metrics::new();
 
     let (stop, stopped) = watch::channel(false);
     let (http_addr, http_task) = match http_listen {
@@ -62,7 +66,11 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
                 .local_addr()
                 .map_err(|source| StartError::Bind { addr, source })?;
             let mut stopped = stopped.clone();
-            let task = tokio::spawn(crate::http::serve(listener, shared.clone(), async move {
+            let state = AppState {
+                shared: shared.clone(),
+                metrics: metrics.clone(),
+            };
+            let task = tokio::spawn(crate::http::serve(listener, state, async move {
                 let _ = stopped.wait_for(|s| *s).await;
             }));
             (Some(bound), Some(task))
@@ -77,6 +85,7 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
         })?;
     Ok(Server {
         shared,
+        metrics,
         dns,
         http_addr,
         http_task,
@@ -98,6 +107,11 @@ impl Server {
     /// The published snapshot.
     pub fn shared(&self) -> &Shared {
         &self.shared
+    }
+
+    /// The instance's metrics.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 
     /// Says where the instance listens.
