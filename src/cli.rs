@@ -49,6 +49,10 @@ pub struct ServeArgs {
     /// Control-plane HTTP listen address. Overrides the config.
     #[arg(long = "http-listen", value_name = "ADDR")]
     pub http_listen: Option<SocketAddr>,
+    /// Reload on SIGHUP only, not when the config, a zone file or a geo database
+    /// changes.
+    #[arg(long = "no-watch")]
+    pub no_watch: bool,
     #[command(flatten)]
     pub geo: GeoArgs,
 }
@@ -200,6 +204,7 @@ fn serve(args: ServeArgs) -> ExitCode {
     let mut overlay = overlay(&args.geo);
     overlay.dns_listen = args.dns_listen;
     overlay.http_listen = args.http_listen;
+    overlay.no_watch = args.no_watch;
     let config = match Config::load(&args.config, &overlay) {
         Ok(config) => config,
         Err(e) => return report(&e),
@@ -215,7 +220,7 @@ fn serve(args: ServeArgs) -> ExitCode {
             Err(e) => return fail(e.to_string()),
         };
         server.log_listening();
-        server.run_until_signal(&args.config, &overlay).await;
+        server.run_until_signal().await;
         ExitCode::SUCCESS
     })
 }

@@ -93,7 +93,7 @@ pub async fn run(dns: SocketAddr, http: SocketAddr) -> Result<(), DemoError> {
         server.http_addr().unwrap_or(http),
         &config_path,
     );
-    server.run_until_signal(&config_path, &overlay).await;
+    server.run_until_signal().await;
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }

@@ -1,16 +1,18 @@
-//! Why a client gets the answer it gets: location, every POP's score terms, the
-//! choice and the ECS scope. The same decision code as the answer path runs, so
-//! what `explain` shows is what DNS answers. Served by `meridian explain` and
-//! `GET /v1/explain`.
+//! Why a client gets the answer it gets: location, every POP's score terms and
+//! live health (status, smoothed load, shed share), the choice and the ECS scope.
+//! The same decision code as the answer path runs on the same live view, so what
+//! `explain` shows is what DNS answers. Served by `meridian explain` (offline, so
+//! every POP as configured) and `GET /v1/explain` (live).
 
 use std::fmt;
 use std::net::IpAddr;
 
 use serde::Serialize;
 
-use crate::config::{AdminState, PopId};
+use crate::config::{AdminState, PopId, UnknownMeans};
 use crate::geo::{Code, Coordinates, Description};
-use crate::routing::{Basis, Client, Family, IspRelation};
+use crate::health::{Forced, HealthStatus};
+use crate::routing::{Basis, Client, Family, IspRelation, shed_draw};
 use crate::snapshot::Snapshot;
 
 /// What to explain.
@@ -72,8 +74,14 @@ pub struct Explanation {
     /// Every POP, best score first; ineligible ones last with the reason.
     pub pops: Vec<PopView>,
     pub basis: Basis,
+    /// Every eligible POP was down, so health was ignored.
+    pub fail_open: bool,
+    /// The best POP was shedding load: this client's draw against its share.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shed: Option<ShedView>,
     pub chosen: Vec<String>,
     pub addresses: Vec<IpAddr>,
+    /// The domain's TTL, or the degraded TTL.
     pub ttl: u32,
     /// The ECS scope the answer carries (None without ECS).
     pub ecs_scope: Option<u8>,
@@ -102,6 +110,18 @@ pub struct LocationView {
     pub names: Description,
 }
 
+/// How shedding decided for this client.
+#[derive(Debug, Clone, Serialize)]
+pub struct ShedView {
+    /// The POP shedding.
+    pub from: String,
+    /// Its shed share, 0 to 1.
+    pub share: f32,
+    /// This client subnet's fixed draw in [0, 1): moved if below the share.
+    pub draw: f64,
+    pub moved: bool,
+}
+
 /// One POP's standing.
 #[derive(Debug, Clone, Serialize)]
 pub struct PopView {
@@ -109,7 +129,17 @@ pub struct PopView {
     pub city: Option<String>,
     pub country: Code,
     pub isp: Option<String>,
+    /// May be chosen: admin up, in coverage, an address of the family, and usable.
     pub eligible: bool,
+    /// Reported health after anti-flap.
+    pub health: HealthStatus,
+    pub forced: Forced,
+    /// Smoothed load, share of capacity; None without a fresh report.
+    pub load: Option<f32>,
+    /// Share of its clients sent to the runner-up.
+    pub shed: f32,
+    /// Answers from it get the degraded TTL.
+    pub degraded: bool,
     /// Why not eligible.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub excluded: Option<&'static str>,
@@ -145,9 +175,10 @@ pub fn explain(snapshot: &Snapshot, query: &Query) -> Result<Explanation, Explai
         _ => Client::from_source(query.addr),
     };
     let location = snapshot.geo.locate(client.addr);
+    let live = snapshot.live.load();
     let decision = snapshot
         .router
-        .decide_at(&location, domain, query.family, &client);
+        .decide_at(&location, domain, query.family, &client, &live);
 
     let mut pops: Vec<PopView> = snapshot
         .router
@@ -155,21 +186,38 @@ pub fn explain(snapshot: &Snapshot, query: &Query) -> Result<Explanation, Explai
         .into_iter()
         .map(|(id, terms, eligible)| {
             let pop = config.pop(id);
-            let excluded = (!eligible).then(|| {
-                if pop.admin == AdminState::Down {
+            let state = live.pop(id);
+            let excluded = if !eligible {
+                Some(if pop.admin == AdminState::Down {
                     "admin down"
                 } else if !domain.coverage.admits(pop.region) {
                     "outside the domain's coverage"
                 } else {
                     "no address of this family"
-                }
-            });
+                })
+            } else if !state.usable {
+                Some(match (state.forced, state.health) {
+                    (Forced::Down, _) => "forced down",
+                    (_, HealthStatus::Down) => "health down",
+                    _ if config.health.unknown_means == UnknownMeans::Down => {
+                        "no fresh report (unknown-means: down)"
+                    }
+                    _ => "not usable",
+                })
+            } else {
+                None
+            };
             PopView {
                 id: pop.id.clone(),
                 city: pop.city.clone(),
                 country: pop.country,
                 isp: pop.isp.map(|i| config.isps[i.0 as usize].name.clone()),
-                eligible,
+                eligible: excluded.is_none(),
+                health: state.health,
+                forced: state.forced,
+                load: state.load.map(|l| round3(f64::from(l)) as f32),
+                shed: round3(f64::from(state.shed)) as f32,
+                degraded: state.degraded,
                 excluded,
                 distance_km: terms.map(|t| round1(t.distance_km)),
                 isp_relation: terms.map(|t| t.isp),
@@ -235,15 +283,26 @@ pub fn explain(snapshot: &Snapshot, query: &Query) -> Result<Explanation, Explai
         },
         pops,
         basis: decision.basis,
+        fail_open: decision.fail_open,
+        shed: decision.shed.map(|shed| ShedView {
+            from: config.pop(shed.from).id.clone(),
+            share: live.shed(shed.from),
+            draw: round3(shed_draw(&client, domain)),
+            moved: shed.moved,
+        }),
         chosen: chosen.iter().map(|id| config.pop(*id).id.clone()).collect(),
         addresses,
-        ttl: domain.ttl,
+        ttl: decision.ttl,
         ecs_scope: client.ecs.then_some(decision.scope),
     })
 }
 
 fn round1(x: f64) -> f64 {
     (x * 10.0).round() / 10.0
+}
+
+fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
 }
 
 impl fmt::Display for Explanation {
@@ -291,8 +350,8 @@ impl fmt::Display for Explanation {
         writeln!(f)?;
         writeln!(
             f,
-            "  {:<8} {:<16} {:<3} {:<14} {:>10} {:>9} {:>10}",
-            "pop", "city", "cc", "isp", "km", "isp km", "score"
+            "  {:<8} {:<16} {:<3} {:<14} {:>10} {:>9} {:>10}  {:<8} {:>5} {:>5}",
+            "pop", "city", "cc", "isp", "km", "isp km", "score", "health", "load", "shed"
         )?;
         for p in &self.pops {
             let num = |v: Option<f64>| v.map_or_else(|| "-".to_string(), |v| format!("{v:.1}"));
@@ -301,16 +360,24 @@ impl fmt::Display for Explanation {
             } else {
                 " "
             };
+            let health = match p.forced {
+                Forced::Auto => p.health.as_str().to_string(),
+                forced => format!("forced-{}", forced.as_str()),
+            };
             write!(
                 f,
-                "{mark} {:<8} {:<16} {:<3} {:<14} {:>10} {:>9} {:>10}",
+                "{mark} {:<8} {:<16} {:<3} {:<14} {:>10} {:>9} {:>10}  {:<8} {:>5} {:>5.2}",
                 p.id,
                 p.city.as_deref().unwrap_or("-"),
                 p.country.as_str(),
                 p.isp.as_deref().unwrap_or("-"),
                 num(p.distance_km),
                 num(p.isp_km),
-                num(p.score)
+                num(p.score),
+                health,
+                p.load
+                    .map_or_else(|| "-".to_string(), |l| format!("{l:.2}")),
+                p.shed
             )?;
             match p.excluded {
                 Some(reason) => writeln!(f, "  excluded: {reason}")?,
@@ -325,6 +392,26 @@ impl fmt::Display for Explanation {
             Basis::Score => "best score".into(),
             Basis::Fallback => "location unknown: configured fallback".into(),
         };
+        if self.fail_open {
+            writeln!(
+                f,
+                "fail open: every eligible POP is down; chosen ignoring health"
+            )?;
+        }
+        if let Some(shed) = &self.shed {
+            writeln!(
+                f,
+                "shedding:  {} sheds {:.3}; this subnet draws {:.3}: {}",
+                shed.from,
+                shed.share,
+                shed.draw,
+                if shed.moved {
+                    "moved to the runner-up"
+                } else {
+                    "stays"
+                }
+            )?;
+        }
         writeln!(
             f,
             "chosen:    {} ({basis})",

@@ -9,8 +9,10 @@
 //! malformed. `dns::resolve` answers from one immutable [`snapshot::Snapshot`]:
 //! static records from the zone files (`zone`), and for an accelerated name a
 //! [`routing::Decision`]. The decision locates the client (`geo`: the ECS address,
-//! else the resolver's), scores every eligible POP on distance and ISP match
-//! (`routing`), and says how far the answer may be cached (the ECS scope). The
+//! else the resolver's), scores every eligible and usable POP on distance and ISP
+//! match, sends a share of a loaded POP's client subnets to the runner-up
+//! (`routing`), and says how far and how long the answer may be cached (the ECS
+//! scope, the TTL). The
 //! answer is written by `dns::encode`; on UDP the common case (one A/AAAA question
 //! for an accelerated name) is written straight from pre-built records by
 //! `dns::fast`, and every other query takes the full path through hickory-proto.
@@ -18,7 +20,20 @@
 //! The snapshot (validated `config`, zones, geodata and the routing tables) is
 //! built off the answer path and published through one `ArcSwap`, so the answer
 //! path never blocks, allocates little and does no I/O. `http` is the control
-//! plane: `explain` and, later, health intake and metrics.
+//! plane: `explain`, health intake, `/metrics`, `/live` and `/ready`. Every answer
+//! is counted (`metrics`): UDP workers in thread-local counters, flushed when a
+//! scrape asks, so counting costs the answer path no shared cache line.
+//!
+//! Health in: POPs push reports to `POST /v1/health`, operators drain or force
+//! POPs through the admin API. The `health` keeper, the one writer, turns them
+//! into a small `LiveView` (per POP: usable, shed share, degraded) stored in the
+//! current snapshot's own swap, so the answer path reads it with one atomic load
+//! and never waits for the control plane.
+//!
+//! Reload: SIGHUP, or a change to the config, a zone file or a geo database
+//! (`reload`, a file watcher), builds a whole new snapshot on the blocking pool,
+//! reusing unchanged geo databases; the health keeper fills its live view, and one
+//! swap publishes it. A snapshot that does not build changes nothing.
 
 pub mod cli;
 pub mod config;
@@ -26,8 +41,10 @@ pub mod demo;
 pub mod dns;
 pub mod explain;
 pub mod geo;
+pub mod health;
 pub mod http;
 pub mod metrics;
+pub mod reload;
 pub mod routing;
 pub mod server;
 pub mod snapshot;

@@ -1,11 +1,17 @@
 //! Prometheus metrics. Every name is a constant here; handles are registered once
 //! per instance (its own `Registry`, so several instances in one process, as in
 //! tests, never mix), and the answer path only increments handles resolved ahead of
-//! time.
+//! time (`queries`: how, and how UDP workers count locally and flush).
+
+pub mod queries;
+
+use std::sync::Arc;
 
 use prometheus::{
     Encoder, GaugeVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
 };
+
+use queries::{QueryMetrics, TcpRecorder, UdpRecorder};
 
 /// Build information, always 1: `meridian_build_info{version="..."}`.
 pub const BUILD_INFO: &str = "meridian_build_info";
@@ -21,6 +27,19 @@ pub const POP_HEALTHY: &str = "meridian_pop_healthy";
 pub const POP_LOAD: &str = "meridian_pop_load";
 /// Per POP: seconds since the last accepted report (-1: never reported).
 pub const POP_REPORT_AGE: &str = "meridian_pop_report_age_seconds";
+/// DNS queries answered, by `transport` (udp, tcp), `qtype` and `rcode`.
+pub const DNS_QUERIES: &str = "meridian_dns_queries_total";
+/// Routed answers, by the `pop` the client was sent to.
+pub const DNS_ANSWERS: &str = "meridian_dns_answers_total";
+/// DNS queries answered, by whether they carried EDNS Client Subnet (`ecs`: present,
+/// absent), so that the share with ECS is a ratio of two series.
+pub const DNS_ECS_QUERIES: &str = "meridian_dns_ecs_queries_total";
+/// Histogram of the ECS SCOPE PREFIX-LENGTH returned, by `family` (ipv4, ipv6).
+pub const ECS_SCOPE: &str = "meridian_dns_ecs_scope_prefix_length";
+/// Histogram of the time one routing decision takes.
+pub const DECISION_DURATION: &str = "meridian_decision_duration_seconds";
+/// Routed queries whose client the geo databases could not place.
+pub const GEO_MISSES: &str = "meridian_geo_misses_total";
 
 /// Why a health report was turned away (or that it was not).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,6 +78,7 @@ pub struct Metrics {
     pop_healthy: IntGaugeVec,
     pop_load: GaugeVec,
     pop_report_age: GaugeVec,
+    queries: Arc<QueryMetrics>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -114,6 +134,7 @@ impl Metrics {
             pop_healthy,
             pop_load,
             pop_report_age,
+            queries: Arc::new(QueryMetrics::new()),
         };
         metrics.register(Box::new(build_info));
         metrics.register(Box::new(metrics.health_reports.clone()));
@@ -122,6 +143,9 @@ impl Metrics {
         metrics.register(Box::new(metrics.pop_healthy.clone()));
         metrics.register(Box::new(metrics.pop_load.clone()));
         metrics.register(Box::new(metrics.pop_report_age.clone()));
+        for collector in metrics.queries.collectors() {
+            metrics.register(collector);
+        }
         metrics
     }
 
@@ -177,6 +201,38 @@ impl Metrics {
         let _ = self.pop_healthy.remove_label_values(&[pop]);
         let _ = self.pop_load.remove_label_values(&[pop]);
         let _ = self.pop_report_age.remove_label_values(&[pop]);
+    }
+
+    /// A recorder for one UDP worker thread.
+    pub fn udp_recorder(&self) -> UdpRecorder {
+        UdpRecorder::new(self)
+    }
+
+    /// A recorder for TCP queries.
+    pub fn tcp_recorder(&self) -> TcpRecorder {
+        TcpRecorder::new(self)
+    }
+
+    /// Asks the UDP workers to flush their local counters and waits until they have
+    /// (a bounded wait: a worker idle on its socket answers within a read timeout).
+    /// Scrapes call this first, so that they show every query answered before them.
+    pub async fn flush(&self) {
+        if !self.queries.flush.flush().await {
+            tracing::debug!("a UDP worker did not flush in time; metrics may lag");
+        }
+    }
+
+    /// Asks the UDP workers to flush, without waiting: they do at their next query.
+    pub fn request_flush(&self) {
+        self.queries.flush.request();
+    }
+
+    /// Routed answers per POP name since start, as flushed so far (workers flush at
+    /// least every second while busy and whenever idle; [`Metrics::flush`] first
+    /// makes the counts exact). POPs that left the config keep their last count.
+    pub fn pop_answer_counts(&self) -> std::collections::HashMap<String, u64> {
+        self.request_flush();
+        self.queries.pop_answer_counts()
     }
 
     /// The registry, for collectors added elsewhere.

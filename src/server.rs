@@ -1,19 +1,20 @@
 //! Starting and stopping a Meridian instance: DNS listeners, the control plane,
-//! and reloads on SIGHUP. Tests call [`start`] with port 0 and read the bound
-//! addresses back.
+//! and reloads (`reload`: on SIGHUP, on a file change, or asked). Tests call
+//! [`start`] with port 0 and read the bound addresses back.
 
 use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::config::{Config, ConfigError, Overlay};
+use crate::config::{Config, ConfigError};
 use crate::dns::{self, DnsServer};
-use crate::http::AppState;
+use crate::health::Health;
+use crate::http::{AppState, Readiness};
 use crate::metrics::Metrics;
+use crate::reload::{self, Reloader, Sources};
 use crate::snapshot::{Shared, Snapshot};
 
 /// Why an instance did not start.
@@ -34,9 +35,12 @@ pub enum StartError {
 pub struct Server {
     shared: Shared,
     metrics: Metrics,
+    health: Arc<Health>,
     dns: DnsServer,
     http_addr: Option<SocketAddr>,
     http_task: Option<JoinHandle<std::io::Result<()>>>,
+    reloader: Arc<Reloader>,
+    watch_task: JoinHandle<()>,
     stop: watch::Sender<bool>,
 }
 
@@ -52,9 +56,15 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
         config.listen.dns.clone()
     };
     let http_listen = config.listen.http;
+    // Stamped before reading, so that a reload can tell what changed since.
+    let sources = Sources::of(&config);
+    let watch_files = !config.overlay.no_watch;
     let snapshot = Snapshot::load(config)?;
     let shared: Shared = Arc::new(ArcSwap::from_pointee(snapshot));
     let metrics = Metrics::new();
+    let ready = Readiness::new();
+    let health = Arc::new(Health::new(shared.clone(), metrics.clone()));
+    health.attach(&shared.load());
 
     let (stop, stopped) = watch::channel(false);
     let (http_addr, http_task) = match http_listen {
@@ -69,6 +79,8 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
             let state = AppState {
                 shared: shared.clone(),
                 metrics: metrics.clone(),
+                ready: ready.clone(),
+                health: health.clone(),
             };
             let task = tokio::spawn(crate::http::serve(listener, state, async move {
                 let _ = stopped.wait_for(|s| *s).await;
@@ -77,18 +89,37 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
         }
         None => (None, None),
     };
-    let dns = dns::start(&dns_addrs, shared.clone())
+    let dns = dns::start(&dns_addrs, shared.clone(), metrics.clone())
         .await
         .map_err(|source| StartError::Bind {
             addr: dns_addrs[0],
             source,
         })?;
+    let mut ticker_stopped = stopped.clone();
+    tokio::spawn(health.clone().run(async move {
+        let _ = ticker_stopped.wait_for(|s| *s).await;
+    }));
+    let reloader = Arc::new(Reloader::new(
+        shared.clone(),
+        metrics.clone(),
+        health.clone(),
+        sources,
+    ));
+    let watch_task = if watch_files {
+        reload::watch(reloader.clone(), stopped.clone()).await
+    } else {
+        tokio::spawn(async {})
+    };
+    ready.set_ready();
     Ok(Server {
         shared,
         metrics,
+        health,
         dns,
         http_addr,
         http_task,
+        reloader,
+        watch_task,
         stop,
     })
 }
@@ -114,6 +145,11 @@ impl Server {
         &self.metrics
     }
 
+    /// The live health keeper (tests drive its clock with [`Health::tick`]).
+    pub fn health(&self) -> &Arc<Health> {
+        &self.health
+    }
+
     /// Says where the instance listens.
     pub fn log_listening(&self) {
         for addr in self.dns_addrs() {
@@ -124,22 +160,16 @@ impl Server {
         }
     }
 
-    /// Builds a new snapshot from the config file and swaps it in; on any problem
-    /// the running snapshot keeps serving and the problems are returned.
-    pub fn reload(&self, path: &Path, overlay: &Overlay) -> Result<(), ConfigError> {
-        let config = Config::load(path, overlay)?;
-        let current = self.shared.load();
-        let snapshot = if config.geodata == current.config.geodata {
-            Snapshot::with_geo(config, current.geo.clone())?
-        } else {
-            Snapshot::load(config)?
-        };
-        self.shared.store(Arc::new(snapshot));
-        Ok(())
+    /// Reads the config file again (with the command-line settings it was started
+    /// with), builds a new snapshot off the answer path and swaps it in. On any
+    /// problem the running snapshot keeps serving; the problems are logged, counted
+    /// and returned.
+    pub async fn reload(&self) -> Result<(), ConfigError> {
+        self.reloader.reload().await
     }
 
     /// Serves until SIGINT or SIGTERM; SIGHUP reloads the config.
-    pub async fn run_until_signal(self, path: &Path, overlay: &Overlay) {
+    pub async fn run_until_signal(self) {
         use tokio::signal::unix::{SignalKind, signal};
         let (Ok(mut hup), Ok(mut term), Ok(mut int)) = (
             signal(SignalKind::hangup()),
@@ -152,14 +182,10 @@ impl Server {
         };
         loop {
             tokio::select! {
-                _ = hup.recv() => match self.reload(path, overlay) {
-                    Ok(()) => tracing::info!(config = %path.display(), "reloaded"),
-                    Err(e) => {
-                        for problem in &e.problems {
-                            tracing::error!(%problem, "reload rejected; still serving the previous config");
-                        }
-                    }
-                },
+                // Logged and counted by the reloader.
+                _ = hup.recv() => {
+                    let _ = self.reload().await;
+                }
                 _ = term.recv() => break,
                 _ = int.recv() => break,
             }
@@ -174,6 +200,7 @@ impl Server {
         if let Some(task) = self.http_task.take() {
             let _ = task.await;
         }
+        let _ = self.watch_task.await;
         self.dns.shutdown().await;
     }
 }

@@ -11,6 +11,7 @@ use hickory_proto::rr::Name;
 
 use crate::config::{Config, ConfigError, Domain, Problem};
 use crate::geo::GeoDb;
+use crate::health::LiveView;
 use crate::routing::{Client, Decision, Family, Router};
 use crate::zone::Zone;
 
@@ -29,6 +30,9 @@ pub struct Snapshot {
     pub zones: Vec<Zone>,
     pub geo: Arc<GeoDb>,
     pub router: Router,
+    /// Live health of this snapshot's POPs, indexed like `config.pops`; written
+    /// only by the health keeper (`health::Health`), loaded once per decision.
+    pub live: ArcSwap<LiveView>,
     /// Served name (lower-case wire form) → domain.
     exact: HashMap<Box<[u8]>, DomainId>,
     /// For `*.example.org`: the wire form of `example.org.<suffix>` → domain.
@@ -115,11 +119,13 @@ impl Snapshot {
             return Err(problems.into());
         }
         let router = Router::new(&config);
+        let live = ArcSwap::from_pointee(LiveView::all_static(config.pops.len()));
         Ok(Self {
             config,
             zones,
             geo,
             router,
+            live,
             exact,
             wildcards,
         })
@@ -166,8 +172,13 @@ impl Snapshot {
 
     /// Routes one query for a geo-routed name.
     pub fn decide(&self, id: DomainId, family: Family, client: &Client) -> Decision {
-        self.router
-            .decide(&self.geo, self.domain(id), family, client)
+        self.router.decide(
+            &self.geo,
+            self.domain(id),
+            family,
+            client,
+            &self.live.load(),
+        )
     }
 }
 

@@ -948,3 +948,263 @@ fn udp_payload_below_512_is_rejected() {
         &["dns.max-udp-payload 511 is below the DNS minimum of 512"],
     );
 }
+
+// Live health (`health:`).
+
+/// `GOOD` with a `health:` section of these (indented) lines.
+fn with_health(lines: &str) -> String {
+    format!("{GOOD}health:\n{lines}")
+}
+
+#[test]
+fn health_defaults_apply_without_a_section_and_values_load_as_written() {
+    use meridian::config::{TokenScope, UnknownMeans};
+    use std::time::Duration;
+    let config = Config::parse(GOOD, Path::new(CONFIG_PATH)).expect("good config");
+    let health = &config.health;
+    assert!(health.tokens.is_empty() && health.admin_tokens.is_empty());
+    assert_eq!(health.expire_after, Duration::from_secs(30));
+    assert_eq!(health.unknown_means, UnknownMeans::Static);
+    assert_eq!((health.down_after, health.up_after), (3, 3));
+    assert_eq!(health.load_half_life, Duration::from_secs(10));
+    assert_eq!((health.low_watermark, health.high_watermark), (0.75, 0.95));
+    assert_eq!(health.max_shift_per_second, 0.05);
+    assert_eq!(health.degraded_ttl, 10);
+
+    let text = with_health(
+        "  tokens:
+    - { token: all-token, pops: [\"*\"] }
+    - { token: sha-token, pops: [sha] }
+  admin-tokens: [admin-token]
+  expire-after: 5.5
+  unknown-means: down
+  down-after: 2
+  up-after: 4
+  load-half-life: 0
+  low-watermark: 0.5
+  high-watermark: 0.9
+  max-shift-per-second: 0.2
+  degraded-ttl: 3
+",
+    );
+    let config = Config::parse(&text, Path::new(CONFIG_PATH)).expect("health config");
+    let health = &config.health;
+    assert_eq!(health.tokens.len(), 2);
+    assert_eq!(health.tokens[0].pops, TokenScope::All);
+    assert_eq!(
+        health.tokens[1].pops,
+        TokenScope::Only(vec![config.pop_by_name("sha").expect("sha")])
+    );
+    assert!(health.tokens[1].token.matches(b"sha-token"));
+    assert!(!health.tokens[1].token.matches(b"sha-tokem"));
+    assert!(health.admin_tokens[0].matches(b"admin-token"));
+    // Tokens never show in a debug print of the config.
+    assert!(!format!("{config:?}").contains("admin-token"));
+    assert_eq!(health.expire_after, Duration::from_millis(5_500));
+    assert_eq!(health.unknown_means, UnknownMeans::Down);
+    assert_eq!((health.down_after, health.up_after), (2, 4));
+    assert_eq!(health.load_half_life, Duration::ZERO);
+    assert_eq!((health.low_watermark, health.high_watermark), (0.5, 0.9));
+    assert_eq!(health.max_shift_per_second, 0.2);
+    assert_eq!(health.degraded_ttl, 3);
+}
+
+#[test]
+fn health_misspelt_key_is_rejected_at_its_line() {
+    let text = with_health("  expire-afer: 30\n");
+    let problems = parse_problems(&text);
+    assert_eq!(problems.len(), 1, "{}", ConfigError::from(problems.clone()));
+    assert_eq!(problems[0].line, Some(line_of(&text, "expire-afer")));
+    assert!(
+        problems[0].message.contains("expire-afer"),
+        "{}",
+        problems[0]
+    );
+}
+
+#[test]
+fn health_token_for_an_unknown_pop_is_rejected_at_its_line() {
+    let text =
+        with_health("  tokens:\n    - token: t1\n      pops:\n        - fra\n        - nrt\n");
+    assert_parse_fails(
+        &text,
+        line_of(&text, "- nrt"),
+        &["health.tokens: unknown pop `nrt`"],
+    );
+}
+
+#[test]
+fn health_token_without_pops_is_rejected() {
+    let text = with_health("  tokens:\n    - token: t1\n      pops: []\n");
+    assert_parse_fails(
+        &text,
+        line_of(&text, "pops: []"),
+        &["health.tokens: `pops` is empty", "[\"*\"]"],
+    );
+}
+
+#[test]
+fn health_star_with_other_pops_is_rejected() {
+    let text = with_health("  tokens:\n    - token: t1\n      pops: [\"*\", fra]\n");
+    assert_parse_fails(
+        &text,
+        line_of(&text, "pops: [\"*\", fra]"),
+        &["`*` already means every POP: list it alone"],
+    );
+}
+
+#[test]
+fn health_token_that_cannot_be_sent_as_a_bearer_token_is_rejected() {
+    for bad in ["\"two words\"", "\"\"", "\"t\u{e9}\"", "\"=\""] {
+        let text = with_health(&format!(
+            "  tokens:\n    - token: {bad}\n      pops: [fra]\n"
+        ));
+        assert_parse_fails(
+            &text,
+            line_of(&text, "token: "),
+            &["health.tokens: a token must be letters, digits and `-._~+/`"],
+        );
+    }
+    let text = with_health("  admin-tokens: [\"a b\"]\n");
+    assert_parse_fails(
+        &text,
+        line_of(&text, "admin-tokens"),
+        &["health.admin-tokens: a token must be"],
+    );
+    // Padding at the end is part of the syntax.
+    let ok = with_health("  admin-tokens: [\"YWRtaW4=\", a.b_c~d+e/f-0]\n");
+    assert!(Config::parse(&ok, Path::new(CONFIG_PATH)).is_ok());
+}
+
+#[test]
+fn health_token_given_twice_is_rejected_where_repeated() {
+    let text = with_health(
+        "  tokens:\n    - token: same\n      pops: [fra]\n  admin-tokens:\n    - same\n",
+    );
+    assert_parse_fails(
+        &text,
+        line_of(&text, "- same"),
+        &[&format!(
+            "this token is already given on line {}",
+            line_of(&text, "token: same")
+        )],
+    );
+}
+
+#[test]
+fn health_durations_must_be_seconds_in_range() {
+    for (line, phrase) in [
+        (
+            "  expire-after: 0\n",
+            "health.expire-after: expected seconds, above 0",
+        ),
+        ("  expire-after: -3\n", "health.expire-after"),
+        ("  expire-after: 86401\n", "health.expire-after"),
+        (
+            "  load-half-life: -1\n",
+            "health.load-half-life: expected seconds, 0 to",
+        ),
+        ("  load-half-life: .nan\n", "health.load-half-life"),
+    ] {
+        let text = with_health(line);
+        assert_parse_fails(&text, line_of(&text, line.trim()), &[phrase]);
+    }
+}
+
+#[test]
+fn health_unknown_means_is_static_or_down() {
+    let text = with_health("  unknown-means: maybe\n");
+    assert_parse_fails(
+        &text,
+        line_of(&text, "maybe"),
+        &["health.unknown-means `maybe`: expected static or down"],
+    );
+}
+
+#[test]
+fn health_streaks_are_1_to_1000_reports() {
+    for line in ["  down-after: 0\n", "  up-after: 1001\n"] {
+        let text = with_health(line);
+        assert_parse_fails(
+            &text,
+            line_of(&text, line.trim()),
+            &["expected a number of reports from 1 to 1000"],
+        );
+    }
+}
+
+#[test]
+fn health_watermarks_are_shares_low_below_high() {
+    let text = with_health("  low-watermark: 1.5\n");
+    assert_parse_fails(
+        &text,
+        line_of(&text, "1.5"),
+        &["health.low-watermark: expected a share of capacity from 0 to 1, not 1.5"],
+    );
+    let text = with_health("  low-watermark: 0.9\n  high-watermark: 0.8\n");
+    assert_parse_fails(
+        &text,
+        line_of(&text, "high-watermark"),
+        &["low-watermark 0.9 must be below high-watermark 0.8"],
+    );
+    // Against the default high watermark (0.95), at the low one's line.
+    let text = with_health("  low-watermark: 0.95\n");
+    assert_parse_fails(&text, line_of(&text, "low-watermark"), &["must be below"]);
+}
+
+#[test]
+fn health_max_shift_must_be_above_zero() {
+    let text = with_health("  max-shift-per-second: 0\n");
+    assert_parse_fails(
+        &text,
+        line_of(&text, "max-shift"),
+        &["health.max-shift-per-second: expected a share above 0"],
+    );
+}
+
+#[test]
+fn health_degraded_ttl_is_at_most_a_day() {
+    let text = with_health("  degraded-ttl: 86401\n");
+    assert_parse_fails(
+        &text,
+        line_of(&text, "degraded-ttl"),
+        &["health.degraded-ttl 86401 is above 86400"],
+    );
+}
+
+#[test]
+fn unknown_means_down_needs_a_reporter_for_every_pop() {
+    let text =
+        with_health("  tokens:\n    - token: t1\n      pops: [fra]\n  unknown-means: down\n");
+    assert_parse_fails(
+        &text,
+        line_of(&text, "unknown-means"),
+        &["no token may report for pop sha: it would never be up"],
+    );
+    // An admin-down POP needs none.
+    let text = text.replace("    isp: telecom\n", "    isp: telecom\n    admin: down\n");
+    assert!(Config::parse(&text, Path::new(CONFIG_PATH)).is_ok());
+}
+
+#[test]
+fn check_reports_health_problems_with_their_lines() {
+    let text =
+        with_health("  tokens:\n    - token: t1\n      pops: [fra, ord]\n  high-watermark: 2\n");
+    let setup = Setup::new(&text);
+    let config = setup.config();
+    assert_check_fails(
+        &setup.check(),
+        &[
+            (
+                &config,
+                Some(line_of(&text, "pops: [fra, ord]")),
+                "unknown pop `ord`",
+            ),
+            (
+                &config,
+                Some(line_of(&text, "high-watermark")),
+                "health.high-watermark",
+            ),
+        ],
+    );
+}

@@ -741,7 +741,8 @@ async fn listeners_share_a_port_follow_reloads_and_shut_down() {
     let snapshot = Snapshot::load(common::load_config(dir.path(), true)).expect("snapshot");
     let shared = Arc::new(arc_swap::ArcSwap::from_pointee(snapshot));
     let any_port = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
-    let server = meridian::dns::start(&[any_port, any_port], Arc::clone(&shared))
+    let metrics = meridian::metrics::Metrics::new();
+    let server = meridian::dns::start(&[any_port, any_port], Arc::clone(&shared), metrics)
         .await
         .expect("starts");
     assert_eq!(server.addrs.len(), 2);

@@ -40,6 +40,9 @@ pub struct File {
     pub domains: Vec<Spanned<DomainFile>>,
     #[serde(default)]
     pub overrides: OverridesFile,
+    /// Who may report POP health and load, and how reports count.
+    #[serde(default)]
+    pub health: HealthFile,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -157,4 +160,30 @@ pub struct OverridesFile {
 pub struct NetworkOverrideFile {
     pub network: String,
     pub pops: Vec<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct HealthFile {
+    #[serde(default)]
+    pub tokens: Vec<Spanned<TokenFile>>,
+    #[serde(default)]
+    pub admin_tokens: Vec<Spanned<String>>,
+    pub expire_after: Option<Spanned<f64>>,
+    pub unknown_means: Option<Spanned<String>>,
+    pub down_after: Option<Spanned<u32>>,
+    pub up_after: Option<Spanned<u32>>,
+    pub load_half_life: Option<Spanned<f64>>,
+    pub low_watermark: Option<Spanned<f64>>,
+    pub high_watermark: Option<Spanned<f64>>,
+    pub max_shift_per_second: Option<Spanned<f64>>,
+    pub degraded_ttl: Option<Spanned<u32>>,
+}
+
+/// A report token and the POPs it may report for (`["*"]`: every POP).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct TokenFile {
+    pub token: Spanned<String>,
+    pub pops: Spanned<Vec<Spanned<String>>>,
 }

@@ -12,6 +12,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::time::Duration;
 
 use hickory_proto::rr::Name;
 use ipnetwork::IpNetwork;
@@ -40,12 +41,38 @@ pub const DEFAULT_ISP_MISMATCH_PENALTY_KM: f64 = 5_000.0;
 pub const DEFAULT_DNS_LISTEN: &str = "127.0.0.1:5353";
 /// Default control-plane HTTP listener.
 pub const DEFAULT_HTTP_LISTEN: &str = "127.0.0.1:8053";
+/// Seconds without a report after which a POP's health is unknown: a few missed
+/// reports at the usual one a second, not one lost packet.
+pub const DEFAULT_EXPIRE_AFTER_SECONDS: f64 = 30.0;
+/// Consecutive unhealthy reports before a POP is taken down.
+pub const DEFAULT_DOWN_AFTER: u32 = 3;
+/// Consecutive healthy reports before a down POP is used again.
+pub const DEFAULT_UP_AFTER: u32 = 3;
+/// Most consecutive reports a flip may wait for.
+pub const MAX_STREAK: u32 = 1_000;
+/// Half-life of the load average, in seconds: a step in load is half felt after it.
+pub const DEFAULT_LOAD_HALF_LIFE_SECONDS: f64 = 10.0;
+/// Load (share of capacity) above which a POP starts shedding clients.
+pub const DEFAULT_LOW_WATERMARK: f64 = 0.75;
+/// Load at which a POP takes no new clients.
+pub const DEFAULT_HIGH_WATERMARK: f64 = 0.95;
+/// Share of a POP's clients that may move, per second, as its load changes: at
+/// 0.05 a full swing takes 20 s, so one report cannot move the world.
+pub const DEFAULT_MAX_SHIFT_PER_SECOND: f64 = 0.05;
+/// TTL of answers from a degraded POP, so that clients move soon after it recovers
+/// or gets worse (gdnsd shortens TTLs the same way).
+pub const DEFAULT_DEGRADED_TTL: u32 = 10;
+/// Longest `expire-after` and `load-half-life`, in seconds (one day).
+pub const MAX_HEALTH_SECONDS: f64 = 86_400.0;
 
 /// A validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
     /// The file it was read from; relative paths inside were resolved against its directory.
     pub source: PathBuf,
+    /// The command-line settings applied over the file, so that a reload reading
+    /// `source` again applies them again.
+    pub overlay: Overlay,
     pub listen: Listen,
     pub geodata: Geodata,
     pub zones: Vec<ZoneSource>,
@@ -59,6 +86,8 @@ pub struct Config {
     pub pops: Vec<Pop>,
     pub domains: Vec<Domain>,
     pub overrides: Overrides,
+    /// Live health and load: who may report, and how reports count.
+    pub health: HealthSettings,
     /// Line of each domain's and each zone's declaration, for problems found later
     /// (a geo name that clashes with a static record).
     pub lines: Lines,
@@ -271,6 +300,116 @@ pub struct NetworkOverride {
     pub pops: Vec<PopId>,
 }
 
+/// Live health and load: who may report for which POP, who may administer, and how
+/// reports turn into answers.
+#[derive(Debug, Clone)]
+pub struct HealthSettings {
+    /// Report tokens, each with the POPs it may report for.
+    pub tokens: Vec<ReportToken>,
+    /// Tokens for the admin API (drain, undrain, force).
+    pub admin_tokens: Vec<Secret>,
+    /// A POP with no report for this long is unknown.
+    pub expire_after: Duration,
+    /// What an unknown POP is taken for.
+    pub unknown_means: UnknownMeans,
+    /// Consecutive unhealthy reports that take a POP down.
+    pub down_after: u32,
+    /// Consecutive healthy reports that bring a down POP back.
+    pub up_after: u32,
+    /// Half-life of the load average (zero: no smoothing).
+    pub load_half_life: Duration,
+    /// Load above which a POP sheds a growing share of its clients.
+    pub low_watermark: f64,
+    /// Load at which a POP takes no new clients.
+    pub high_watermark: f64,
+    /// Share of a POP's clients that may move per second as its load changes.
+    pub max_shift_per_second: f64,
+    /// TTL cap for answers from a degraded POP.
+    pub degraded_ttl: u32,
+}
+
+impl Default for HealthSettings {
+    /// No tokens (nobody reports, every POP trusted as configured) and the
+    /// documented defaults.
+    fn default() -> Self {
+        Self {
+            tokens: Vec::new(),
+            admin_tokens: Vec::new(),
+            expire_after: Duration::from_secs_f64(DEFAULT_EXPIRE_AFTER_SECONDS),
+            unknown_means: UnknownMeans::Static,
+            down_after: DEFAULT_DOWN_AFTER,
+            up_after: DEFAULT_UP_AFTER,
+            load_half_life: Duration::from_secs_f64(DEFAULT_LOAD_HALF_LIFE_SECONDS),
+            low_watermark: DEFAULT_LOW_WATERMARK,
+            high_watermark: DEFAULT_HIGH_WATERMARK,
+            max_shift_per_second: DEFAULT_MAX_SHIFT_PER_SECOND,
+            degraded_ttl: DEFAULT_DEGRADED_TTL,
+        }
+    }
+}
+
+/// A token that may report health, and for which POPs.
+#[derive(Debug, Clone)]
+pub struct ReportToken {
+    pub token: Secret,
+    pub pops: TokenScope,
+}
+
+/// The POPs a report token speaks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenScope {
+    /// `pops: ["*"]`.
+    All,
+    /// The POPs listed.
+    Only(Vec<PopId>),
+}
+
+impl TokenScope {
+    /// Whether a token with this scope may report for `pop`.
+    pub fn admits(&self, pop: PopId) -> bool {
+        match self {
+            TokenScope::All => true,
+            TokenScope::Only(pops) => pops.contains(&pop),
+        }
+    }
+}
+
+/// What a POP with no fresh report is taken for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum UnknownMeans {
+    /// Trust the config: the POP serves (the default; a broken reporter does not
+    /// take the CDN down).
+    Static,
+    /// Down until it reports healthy `up-after` times.
+    Down,
+}
+
+/// A bearer token from the config: compared in constant time and never printed,
+/// so neither timing nor a debug log gives it away.
+#[derive(Clone)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a token.
+    pub fn new(token: impl Into<String>) -> Self {
+        Self(token.into())
+    }
+
+    /// Whether `offered` is this token. The time taken depends on the lengths
+    /// only, never on where the two first differ.
+    pub fn matches(&self, offered: &[u8]) -> bool {
+        use subtle::ConstantTimeEq;
+        bool::from(self.0.as_bytes().ct_eq(offered))
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(..)")
+    }
+}
+
 /// Settings given on the command line, which win over the file.
 #[derive(Debug, Clone, Default)]
 pub struct Overlay {
@@ -278,6 +417,8 @@ pub struct Overlay {
     pub http_listen: Option<SocketAddr>,
     pub city_db: Option<PathBuf>,
     pub asn_db: Option<PathBuf>,
+    /// Reload on SIGHUP only, not when a file changes (`--no-watch`).
+    pub no_watch: bool,
 }
 
 impl Config {
@@ -321,6 +462,7 @@ impl Config {
         if let Some(asn) = &overlay.asn_db {
             self.geodata.asn = Some(asn.clone());
         }
+        self.overlay = overlay.clone();
     }
 
     /// The POP with this id.
@@ -491,6 +633,7 @@ impl<'p> Validator<'p> {
             None => (Vec::new(), Vec::new()),
         };
         let overrides = self.overrides(&file.overrides, &pop_index);
+        let health = self.health(&file.health, &pop_index, &pops);
         if let (Fallback::Country(code), Some(at)) = (&unknown_location, &file.unknown_location)
             && !pops.iter().any(|p| p.country == *code)
             && !overrides.countries.contains_key(code)
@@ -513,6 +656,7 @@ impl<'p> Validator<'p> {
         }
         Ok(Config {
             source: self.path.to_path_buf(),
+            overlay: Overlay::default(),
             listen,
             geodata,
             zones,
@@ -525,6 +669,7 @@ impl<'p> Validator<'p> {
             pops,
             domains,
             overrides,
+            health,
             lines: Lines {
                 domains: domain_lines,
                 zones: zone_lines,
@@ -1139,6 +1284,211 @@ impl<'p> Validator<'p> {
         (out, lines)
     }
 
+    fn health(
+        &mut self,
+        health: &file::HealthFile,
+        index: &HashMap<&str, PopId>,
+        pops: &[Pop],
+    ) -> HealthSettings {
+        let mut out = HealthSettings::default();
+        // Every token, report or admin, once: a token that could do both would make
+        // a reporter an administrator.
+        let mut seen: HashMap<String, u64> = HashMap::new();
+        let mut check_token = |this: &mut Self, token: &Spanned<String>, key: &str| -> bool {
+            if !is_bearer_token(&token.value) {
+                this.problem(
+                    &token.referenced,
+                    format!("health.{key}: a token must be letters, digits and `-._~+/`, optionally ending in `=` (an HTTP bearer token)"),
+                );
+                return false;
+            }
+            if let Some(first) = seen.insert(token.value.clone(), token.referenced.line()) {
+                this.problem(
+                    &token.referenced,
+                    format!("health.{key}: this token is already given on line {first}; each token once, for reports or for admin"),
+                );
+                return false;
+            }
+            true
+        };
+        for spanned in &health.tokens {
+            let entry = &spanned.value;
+            let token_ok = check_token(self, &entry.token, "tokens");
+            let listed = &entry.pops.value;
+            let scope = if listed.is_empty() {
+                self.problem(
+                    &entry.pops.referenced,
+                    "health.tokens: `pops` is empty: expected POP ids, or [\"*\"] for every POP",
+                );
+                None
+            } else if listed.iter().any(|p| p.value == "*") {
+                if listed.len() > 1 {
+                    self.problem(
+                        &entry.pops.referenced,
+                        "health.tokens: `*` already means every POP: list it alone",
+                    );
+                }
+                Some(TokenScope::All)
+            } else {
+                let mut ids = Vec::new();
+                for name in listed {
+                    match index.get(name.value.as_str()) {
+                        Some(id) => ids.push(*id),
+                        None => self.problem(
+                            &name.referenced,
+                            format!("health.tokens: unknown pop `{}`", name.value),
+                        ),
+                    }
+                }
+                Some(TokenScope::Only(ids))
+            };
+            if let (true, Some(pops)) = (token_ok, scope) {
+                out.tokens.push(ReportToken {
+                    token: Secret::new(entry.token.value.clone()),
+                    pops,
+                });
+            }
+        }
+        for token in &health.admin_tokens {
+            if check_token(self, token, "admin-tokens") {
+                out.admin_tokens.push(Secret::new(token.value.clone()));
+            }
+        }
+
+        let seconds = |this: &mut Self, v: &Option<Spanned<f64>>, key: &str, zero_ok: bool| {
+            let v = v.as_ref()?;
+            let low_ok = if zero_ok {
+                v.value >= 0.0
+            } else {
+                v.value > 0.0
+            };
+            if !(v.value.is_finite() && low_ok && v.value <= MAX_HEALTH_SECONDS) {
+                let bound = if zero_ok { "0" } else { "above 0" };
+                this.problem(
+                    &v.referenced,
+                    format!(
+                        "health.{key}: expected seconds, {bound} to {MAX_HEALTH_SECONDS}, not {}",
+                        v.value
+                    ),
+                );
+                return None;
+            }
+            Duration::try_from_secs_f64(v.value).ok()
+        };
+        if let Some(d) = seconds(self, &health.expire_after, "expire-after", false) {
+            out.expire_after = d;
+        }
+        if let Some(d) = seconds(self, &health.load_half_life, "load-half-life", true) {
+            out.load_half_life = d;
+        }
+        if let Some(v) = &health.unknown_means {
+            match v.value.as_str() {
+                "static" => out.unknown_means = UnknownMeans::Static,
+                "down" => out.unknown_means = UnknownMeans::Down,
+                other => self.problem(
+                    &v.referenced,
+                    format!("health.unknown-means `{other}`: expected static or down"),
+                ),
+            }
+        }
+        let streak = |this: &mut Self, v: &Option<Spanned<u32>>, key: &str, default: u32| match v {
+            Some(v) if !(1..=MAX_STREAK).contains(&v.value) => {
+                this.problem(
+                    &v.referenced,
+                    format!(
+                        "health.{key}: expected a number of reports from 1 to {MAX_STREAK}, not {}",
+                        v.value
+                    ),
+                );
+                default
+            }
+            Some(v) => v.value,
+            None => default,
+        };
+        out.down_after = streak(self, &health.down_after, "down-after", DEFAULT_DOWN_AFTER);
+        out.up_after = streak(self, &health.up_after, "up-after", DEFAULT_UP_AFTER);
+        let share = |this: &mut Self, v: &Option<Spanned<f64>>, key: &str| {
+            let v = v.as_ref()?;
+            if !(0.0..=1.0).contains(&v.value) {
+                this.problem(
+                    &v.referenced,
+                    format!(
+                        "health.{key}: expected a share of capacity from 0 to 1, not {}",
+                        v.value
+                    ),
+                );
+                return None;
+            }
+            Some(v.value)
+        };
+        let low = share(self, &health.low_watermark, "low-watermark");
+        let high = share(self, &health.high_watermark, "high-watermark");
+        out.low_watermark = low.unwrap_or(DEFAULT_LOW_WATERMARK);
+        out.high_watermark = high.unwrap_or(DEFAULT_HIGH_WATERMARK);
+        let both_valid = (health.low_watermark.is_none() || low.is_some())
+            && (health.high_watermark.is_none() || high.is_some());
+        if both_valid && out.low_watermark >= out.high_watermark {
+            let at = health
+                .high_watermark
+                .as_ref()
+                .or(health.low_watermark.as_ref())
+                .map(|v| v.referenced);
+            if let Some(at) = at {
+                self.problem(
+                    &at,
+                    format!(
+                        "health: low-watermark {} must be below high-watermark {}",
+                        out.low_watermark, out.high_watermark
+                    ),
+                );
+            }
+        }
+        if let Some(v) = &health.max_shift_per_second {
+            if v.value.is_finite() && v.value > 0.0 {
+                out.max_shift_per_second = v.value;
+            } else {
+                self.problem(
+                    &v.referenced,
+                    format!("health.max-shift-per-second: expected a share above 0 (0.05: 5% of a POP's clients a second), not {}", v.value),
+                );
+            }
+        }
+        if let Some(v) = &health.degraded_ttl {
+            if v.value > MAX_TTL {
+                self.problem(
+                    &v.referenced,
+                    format!("health.degraded-ttl {} is above {MAX_TTL}", v.value),
+                );
+            } else {
+                out.degraded_ttl = v.value;
+            }
+        }
+        if let Some(v) = &health.unknown_means
+            && out.unknown_means == UnknownMeans::Down
+        {
+            // Such a POP could never come up: no report can speak for it.
+            let silent: Vec<&str> = pops
+                .iter()
+                .enumerate()
+                .filter(|(i, p)| {
+                    p.admin == AdminState::Up
+                        && !out.tokens.iter().any(|t| t.pops.admits(PopId(*i as u16)))
+                })
+                .map(|(_, p)| p.id.as_str())
+                .collect();
+            if !silent.is_empty() {
+                self.problem(
+                    &v.referenced,
+                    format!(
+                        "health.unknown-means: down, but no token may report for pop {}: it would never be up",
+                        silent.join(", ")
+                    ),
+                );
+            }
+        }
+        out
+    }
+
     fn overrides(
         &mut self,
         overrides: &file::OverridesFile,
@@ -1235,6 +1585,16 @@ pub fn parse_name(text: &str) -> Result<Name, String> {
         return Err("the root is not a domain".into());
     }
     Ok(name.to_lowercase())
+}
+
+/// Whether `text` can be sent as an HTTP bearer token (RFC 6750 section 2.1:
+/// `1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="`).
+fn is_bearer_token(text: &str) -> bool {
+    let body = text.trim_end_matches('=');
+    !body.is_empty()
+        && body
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._~+/".contains(&b))
 }
 
 /// Whether `host` would be answered by the wildcard entry that produced `served`.

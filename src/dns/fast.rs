@@ -13,6 +13,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use crate::config::Pop;
+use crate::metrics::queries::Trace;
 use crate::routing::Family;
 use crate::snapshot::Snapshot;
 
@@ -112,12 +113,14 @@ impl FastPath {
     }
 
     /// Writes the response to `query` into `out` and returns true, or returns false
-    /// (leaving `out` unspecified) if the full path must answer.
+    /// (leaving `out` unspecified) if the full path must answer. The decision is
+    /// noted in `trace`.
     pub fn answer(
         &mut self,
         snapshot: &Arc<Snapshot>,
         query: &Query<'_>,
         source: IpAddr,
+        trace: &mut Trace,
         out: &mut Vec<u8>,
     ) -> bool {
         let header = &query.header;
@@ -137,7 +140,12 @@ impl FastPath {
             return false;
         };
         let subnet = query.edns.and_then(|e| e.client_subnet);
-        let decision = snapshot.decide(id, family, &client(snapshot, subnet.as_ref(), source));
+        let decision = trace.decide(
+            snapshot,
+            id,
+            family,
+            &client(snapshot, subnet.as_ref(), source),
+        );
         let domain = snapshot.domain(id);
         let tables = self.tables_for(snapshot);
 
@@ -177,7 +185,7 @@ impl FastPath {
         out.extend_from_slice(&0_u16.to_be_bytes());
         out.extend_from_slice(&u16::from(query.edns.is_some()).to_be_bytes());
         out.extend_from_slice(question.entry);
-        let ttl = domain.ttl.to_be_bytes();
+        let ttl = decision.ttl.to_be_bytes();
         for (block, len) in blocks {
             let start = out.len();
             out.extend_from_slice(block);
@@ -262,7 +270,7 @@ mod tests {
 
     fn full_path(snapshot: &Snapshot, packet: &[u8], source: IpAddr) -> Vec<u8> {
         let query = wire::parse(packet).expect("parses");
-        let response = resolve(snapshot, &query, source);
+        let response = resolve(snapshot, &query, source, &mut Trace::default());
         let limit = udp_limit(
             snapshot.config.dns.max_udp_payload,
             query.edns.map(|e| e.udp_size),
@@ -362,7 +370,8 @@ mod tests {
                         let parsed = wire::parse(&packet).expect("parses");
                         let mut out = Vec::new();
                         let expected = full_path(&snapshot, &packet, source);
-                        if !fast.answer(&snapshot, &parsed, source, &mut out) {
+                        if !fast.answer(&snapshot, &parsed, source, &mut Trace::default(), &mut out)
+                        {
                             continue;
                         }
                         handled += 1;
@@ -394,6 +403,92 @@ mod tests {
         assert!(scopes.len() >= 5, "scopes seen: {scopes:?}");
     }
 
+    /// The same with live health in play: a POP shedding half its clients, one
+    /// down, one degraded. Both paths must move the same subnets and give the same
+    /// shortened TTLs.
+    #[test]
+    fn fast_and_full_paths_agree_while_shedding() {
+        use crate::health::{LiveView, PopLive};
+        let (_dir, snapshot) = snapshot();
+        let by_id = |id: &str| snapshot.config.pop_by_name(id).expect("pop").index();
+        let mut pops = vec![PopLive::default(); snapshot.config.pops.len()];
+        pops[by_id("fra")] = PopLive {
+            shed: 0.5,
+            degraded: true,
+            ..PopLive::default()
+        };
+        pops[by_id("nrt")].usable = false;
+        pops[by_id("ams")].degraded = true;
+        snapshot.live.store(Arc::new(LiveView::new(pops)));
+
+        let mut fast = FastPath::new();
+        let source = IpAddr::V4(Ipv4Addr::new(10, 1, 9, 9));
+        let mut subnets: Vec<Option<ClientSubnet>> = vec![None];
+        for third in (16..=255).step_by(3) {
+            subnets.push(Some(ClientSubnet::new(
+                IpAddr::V4(Ipv4Addr::new(100, 65, third, 0)),
+                24,
+                0,
+            )));
+        }
+        for (addr, prefix) in [
+            ([100, 64, 1, 0], 24),
+            ([100, 65, 1, 0], 24),
+            ([10, 9, 0, 0], 16),
+        ] {
+            subnets.push(Some(ClientSubnet::new(
+                IpAddr::V4(Ipv4Addr::from(addr)),
+                prefix,
+                0,
+            )));
+        }
+        let (mut moved, mut stayed) = (0, 0);
+        let mut ttls = std::collections::BTreeSet::new();
+        for name in [
+            "www.example.com.cdn.test.",
+            "two.example.com.cdn.test.",
+            "a.example.org.cdn.test.",
+        ] {
+            for qtype in [RecordType::A, RecordType::AAAA] {
+                for subnet in &subnets {
+                    let packet = query(name, qtype, Some((1232, false, *subnet)));
+                    let parsed = wire::parse(&packet).expect("parses");
+                    let mut trace = Trace::default();
+                    let expected = {
+                        let response = resolve(&snapshot, &parsed, source, &mut trace);
+                        let mut out = Vec::new();
+                        encode(&response, 1232, &mut out).expect("encodes");
+                        out
+                    };
+                    let mut out = Vec::new();
+                    assert!(
+                        fast.answer(&snapshot, &parsed, source, &mut Trace::default(), &mut out),
+                        "{name} {qtype} {subnet:?}"
+                    );
+                    assert_eq!(out, expected, "{name} {qtype} {subnet:?}: identical bytes");
+                    match trace.decision.and_then(|d| d.shed) {
+                        Some(shed) if shed.moved => moved += 1,
+                        Some(_) => stayed += 1,
+                        None => {}
+                    }
+                    let message = Message::from_vec(&out).expect("decodes");
+                    ttls.extend(message.answers.iter().map(|r| r.ttl));
+                }
+            }
+        }
+        assert!(moved > 20 && stayed > 20, "moved {moved}, stayed {stayed}");
+        // The degraded TTL, and the domains' own where no degraded POP answers.
+        assert!(
+            ttls.contains(&crate::config::DEFAULT_DEGRADED_TTL),
+            "{ttls:?}"
+        );
+        assert!(
+            ttls.iter()
+                .any(|t| *t > crate::config::DEFAULT_DEGRADED_TTL),
+            "{ttls:?}"
+        );
+    }
+
     #[test]
     fn declines_what_it_does_not_handle() {
         let (_dir, snapshot) = snapshot();
@@ -402,7 +497,7 @@ mod tests {
         let mut out = Vec::new();
         let mut declines = |packet: Vec<u8>| {
             let parsed = wire::parse(&packet).expect("parses");
-            assert!(!fast.answer(&snapshot, &parsed, source, &mut out));
+            assert!(!fast.answer(&snapshot, &parsed, source, &mut Trace::default(), &mut out));
         };
         // Not A/AAAA, not accelerated, a static name.
         declines(query("www.example.com.cdn.test.", RecordType::TXT, None));
@@ -434,13 +529,13 @@ mod tests {
         let parsed = wire::parse(&packet).expect("parses");
         let source = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 99));
         let mut out = Vec::new();
-        assert!(fast.answer(&first, &parsed, source, &mut out));
+        assert!(fast.answer(&first, &parsed, source, &mut Trace::default(), &mut out));
         assert!(
             fast.tables
                 .as_ref()
                 .is_some_and(|t| Arc::ptr_eq(&t.snapshot, &first))
         );
-        assert!(fast.answer(&second, &parsed, source, &mut out));
+        assert!(fast.answer(&second, &parsed, source, &mut Trace::default(), &mut out));
         assert!(
             fast.tables
                 .as_ref()

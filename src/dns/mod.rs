@@ -15,7 +15,7 @@ pub mod fast;
 pub mod resolve;
 pub mod tcp;
 #[cfg(test)]
-mod testing;
+pub(crate) mod testing;
 pub mod udp;
 pub mod wire;
 
@@ -25,11 +25,15 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 
+use crate::metrics::Metrics;
 use crate::snapshot::Shared;
 
 /// Tries at binding UDP and TCP to one free port when the configured port is 0: the
 /// port UDP picked may be taken for TCP.
 const BIND_ATTEMPTS: usize = 16;
+/// How often busy UDP workers are asked to flush their local metric counters, so
+/// that readers such as `/v1/pops` are never further behind.
+const FLUSH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// The running DNS listeners.
 pub struct DnsServer {
@@ -39,6 +43,7 @@ pub struct DnsServer {
     stop: Arc<AtomicBool>,
     udp_threads: Vec<JoinHandle<()>>,
     tcp: hickory_server::Server<tcp::Handler>,
+    flush_ticker: tokio::task::JoinHandle<()>,
 }
 
 impl std::fmt::Debug for DnsServer {
@@ -50,9 +55,13 @@ impl std::fmt::Debug for DnsServer {
     }
 }
 
-/// Binds UDP and TCP on each address and starts serving from `shared`. Must be
-/// called inside a tokio runtime (TCP runs on it).
-pub async fn start(addrs: &[SocketAddr], shared: Shared) -> io::Result<DnsServer> {
+/// Binds UDP and TCP on each address and starts serving from `shared`, counting
+/// into `metrics`. Must be called inside a tokio runtime (TCP runs on it).
+pub async fn start(
+    addrs: &[SocketAddr],
+    shared: Shared,
+    metrics: Metrics,
+) -> io::Result<DnsServer> {
     let threads = match shared.load().config.dns.udp_threads {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
         n => n,
@@ -67,7 +76,11 @@ pub async fn start(addrs: &[SocketAddr], shared: Shared) -> io::Result<DnsServer
         addrs: Vec::with_capacity(addrs.len()),
         stop: Arc::clone(&stop),
         udp_threads: Vec::new(),
-        tcp: hickory_server::Server::new(tcp::Handler::new(Arc::clone(&shared))),
+        tcp: hickory_server::Server::new(tcp::Handler::new(
+            Arc::clone(&shared),
+            metrics.tcp_recorder(),
+        )),
+        flush_ticker: tokio::spawn(flush_ticker(metrics.clone())),
     };
     for (addr, udp_sockets, listener) in bound {
         let listener = tokio::net::TcpListener::from_std(listener)?;
@@ -77,7 +90,7 @@ pub async fn start(addrs: &[SocketAddr], shared: Shared) -> io::Result<DnsServer
         // On error `server` is dropped, which stops the threads already started.
         server
             .udp_threads
-            .extend(udp::spawn(udp_sockets, &shared, &stop)?);
+            .extend(udp::spawn(udp_sockets, &shared, &metrics, &stop)?);
         server.addrs.push(addr);
     }
     Ok(server)
@@ -88,6 +101,7 @@ impl DnsServer {
     /// and the TCP tasks to finish.
     pub async fn shutdown(mut self) {
         self.stop.store(true, Ordering::Release);
+        self.flush_ticker.abort();
         if let Err(error) = self.tcp.shutdown_gracefully().await {
             tracing::warn!(%error, "TCP listener ended with an error");
         }
@@ -110,6 +124,18 @@ impl Drop for DnsServer {
     /// its tasks on drop).
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Release);
+        self.flush_ticker.abort();
+    }
+}
+
+/// Asks the UDP workers to flush every [`FLUSH_INTERVAL`]; a busy worker does at
+/// its next query (an idle one has already flushed).
+async fn flush_ticker(metrics: Metrics) {
+    let mut interval = tokio::time::interval(FLUSH_INTERVAL);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        interval.tick().await;
+        metrics.request_flush();
     }
 }
 

@@ -15,6 +15,7 @@ use hickory_proto::rr::{Name, RData, Record, RecordType};
 use hickory_proto::serialize::binary::{BinDecodable, BinDecoder};
 
 use crate::config::{Domain, Pop, PopId};
+use crate::metrics::queries::Trace;
 use crate::routing::{Client, Decision, Family};
 use crate::snapshot::{DomainId, Snapshot};
 use crate::zone::Lookup;
@@ -119,9 +120,14 @@ impl<'q> Response<'q> {
 }
 
 /// Parses and answers a packet; None if it gets no response at all.
-pub fn respond<'q>(snapshot: &Snapshot, packet: &'q [u8], source: IpAddr) -> Option<Response<'q>> {
+pub fn respond<'q>(
+    snapshot: &Snapshot,
+    packet: &'q [u8],
+    source: IpAddr,
+    trace: &mut Trace,
+) -> Option<Response<'q>> {
     match wire::parse(packet) {
-        Ok(query) => Some(resolve(snapshot, &query, source)),
+        Ok(query) => Some(resolve(snapshot, &query, source, trace)),
         Err(ParseError::Malformed(malformed)) => Some(reject(snapshot, &malformed)),
         Err(ParseError::Drop(_)) => None,
     }
@@ -144,8 +150,14 @@ pub fn reject<'q>(snapshot: &Snapshot, malformed: &Malformed<'q>) -> Response<'q
     response
 }
 
-/// Answers a parsed query. `source` is the address the query came from (the resolver).
-pub fn resolve<'q>(snapshot: &Snapshot, query: &Query<'q>, source: IpAddr) -> Response<'q> {
+/// Answers a parsed query. `source` is the address the query came from (the resolver);
+/// the routing decision, if one is made, is noted in `trace`.
+pub fn resolve<'q>(
+    snapshot: &Snapshot,
+    query: &Query<'q>,
+    source: IpAddr,
+    trace: &mut Trace,
+) -> Response<'q> {
     let question = &query.question;
     let mut response = Response::reply(
         snapshot,
@@ -190,7 +202,7 @@ pub fn resolve<'q>(snapshot: &Snapshot, query: &Query<'q>, source: IpAddr) -> Re
 
     if let Some(id) = snapshot.domain_by_wire(question.lower.as_bytes()) {
         response.authoritative = true;
-        let (records, scope) = accelerated(snapshot, id, &qname, qtype, &client);
+        let (records, scope) = accelerated(snapshot, id, &qname, qtype, &client, trace);
         response.set_scope(scope);
         if records.is_empty() {
             add_negative_soa(snapshot, &qname, &mut response.authorities);
@@ -210,7 +222,7 @@ pub fn resolve<'q>(snapshot: &Snapshot, query: &Query<'q>, source: IpAddr) -> Re
         Lookup::Cname(record) => {
             let mut record = record.into_owned();
             record.name = qname.clone();
-            let scope = chase(snapshot, record, qtype, &client, &mut response);
+            let scope = chase(snapshot, record, qtype, &client, trace, &mut response);
             response.set_scope(scope);
         }
         Lookup::NoData => response.authorities.push(zone.negative_soa().clone()),
@@ -291,6 +303,7 @@ fn accelerated(
     owner: &Name,
     qtype: RecordType,
     client: &Client,
+    trace: &mut Trace,
 ) -> (Vec<Record>, u8) {
     let family = match qtype {
         RecordType::A | RecordType::ANY => Family::V4,
@@ -298,14 +311,14 @@ fn accelerated(
         _ => return (Vec::new(), 0),
     };
     let domain = snapshot.domain(id);
-    let decision = snapshot.decide(id, family, client);
+    let decision = trace.decide(snapshot, id, family, client);
     let records = decision_addresses(snapshot, domain, &decision, family)
         .map(|addr| {
             let data = match addr {
                 IpAddr::V4(a) => RData::A(A(a)),
                 IpAddr::V6(a) => RData::AAAA(AAAA(a)),
             };
-            Record::from_rdata(owner.clone(), domain.ttl, data)
+            Record::from_rdata(owner.clone(), decision.ttl, data)
         })
         .collect();
     (records, decision.scope)
@@ -320,6 +333,7 @@ fn chase(
     first: Record,
     qtype: RecordType,
     client: &Client,
+    trace: &mut Trace,
     response: &mut Response<'_>,
 ) -> u8 {
     let mut target = cname_target(&first);
@@ -338,7 +352,7 @@ fn chase(
             return 0;
         }
         if let Some(id) = snapshot.domain_for(&name) {
-            let (records, scope) = accelerated(snapshot, id, &name, qtype, client);
+            let (records, scope) = accelerated(snapshot, id, &name, qtype, client, trace);
             if records.is_empty() {
                 add_negative_soa(snapshot, &name, &mut response.authorities);
             }

@@ -17,6 +17,7 @@ use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseI
 use hickory_server::zone_handler::{MessageResponseBuilder, Queries};
 use socket2::{Domain, Protocol, Socket, Type};
 
+use crate::metrics::queries::{Reply, TcpRecorder};
 use crate::snapshot::Shared;
 
 use super::encode;
@@ -48,20 +49,30 @@ pub fn bind(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
 #[derive(Debug, Clone)]
 pub struct Handler {
     shared: Shared,
+    recorder: TcpRecorder,
 }
 
 impl Handler {
-    /// A handler reading `shared` per message.
-    pub fn new(shared: Shared) -> Self {
-        Self { shared }
+    /// A handler reading `shared` per message and counting into `recorder`.
+    pub fn new(shared: Shared, recorder: TcpRecorder) -> Self {
+        Self { shared, recorder }
     }
 
     async fn answer<R: ResponseHandler>(&self, request: &Request, mut handle: R) -> ResponseInfo {
         let snapshot = self.shared.load_full();
-        let Some(response) = respond(&snapshot, request.as_slice(), request.src().ip()) else {
+        let mut trace = self.recorder.trace();
+        let Some(response) = respond(
+            &snapshot,
+            request.as_slice(),
+            request.src().ip(),
+            &mut trace,
+        ) else {
             // hickory-server drops what we would (short messages, responses) first.
             return failure_info(request, ResponseCode::NoError);
         };
+        // Counted before it is sent, as on UDP.
+        self.recorder
+            .record(&snapshot, &Reply::of(&response), &trace);
         // The question as received (hickory-server echoes these bytes verbatim, so
         // its case survives); should hickory-proto refuse what our parser took,
         // answer without it rather than not at all.

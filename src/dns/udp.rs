@@ -3,7 +3,8 @@
 //!
 //! No async runtime and no task per packet: receive into a buffer reused for the
 //! life of the thread, load the current snapshot, answer (fast path or full path),
-//! send. A short read timeout lets the loop notice shutdown.
+//! count it in the thread's own metric counters, send. A short read timeout lets the
+//! loop notice shutdown, and flushes the counters of a socket gone quiet.
 // TODO-performance: recvmmsg/sendmmsg batching; `serve` keeps receive, answer and
 // send apart so a batch of each can replace the single calls.
 
@@ -16,6 +17,8 @@ use std::time::Duration;
 
 use socket2::{Domain, Protocol, Socket, Type};
 
+use crate::metrics::Metrics;
+use crate::metrics::queries::{Reply, Trace, UdpRecorder};
 use crate::snapshot::{Shared, Snapshot};
 
 use super::encode::{encode_or_servfail, udp_limit};
@@ -63,15 +66,17 @@ fn bind_one(addr: SocketAddr) -> io::Result<UdpSocket> {
 pub fn spawn(
     sockets: Vec<UdpSocket>,
     shared: &Shared,
+    metrics: &Metrics,
     stop: &Arc<AtomicBool>,
 ) -> io::Result<Vec<JoinHandle<()>>> {
     let mut threads = Vec::with_capacity(sockets.len());
     for (i, socket) in sockets.into_iter().enumerate() {
         let shared = Arc::clone(shared);
         let thread_stop = Arc::clone(stop);
+        let recorder = metrics.udp_recorder();
         let thread = std::thread::Builder::new()
             .name(format!("meridian-udp-{i}"))
-            .spawn(move || serve(&socket, &shared, &thread_stop));
+            .spawn(move || serve(&socket, &shared, recorder, &thread_stop));
         match thread {
             Ok(thread) => threads.push(thread),
             Err(error) => {
@@ -84,7 +89,7 @@ pub fn spawn(
 }
 
 /// One worker's loop.
-fn serve(socket: &UdpSocket, shared: &Shared, stop: &AtomicBool) {
+fn serve(socket: &UdpSocket, shared: &Shared, mut recorder: UdpRecorder, stop: &AtomicBool) {
     let mut packet = vec![0_u8; MAX_DATAGRAM];
     let mut out = Vec::with_capacity(MAX_DATAGRAM);
     let mut fast = FastPath::new();
@@ -93,9 +98,8 @@ fn serve(socket: &UdpSocket, shared: &Shared, stop: &AtomicBool) {
             Ok(received) => received,
             Err(error) => {
                 match error.kind() {
-                    io::ErrorKind::WouldBlock
-                    | io::ErrorKind::TimedOut
-                    | io::ErrorKind::Interrupted => {}
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => recorder.idle(),
+                    io::ErrorKind::Interrupted => {}
                     _ => {
                         tracing::warn!(%error, "UDP receive failed");
                         std::thread::sleep(ERROR_BACKOFF);
@@ -108,39 +112,52 @@ fn serve(socket: &UdpSocket, shared: &Shared, stop: &AtomicBool) {
         if peer.port() == 0 {
             continue;
         }
+        recorder.busy();
         let snapshot = shared.load();
-        if answer(&snapshot, &packet[..len], peer.ip(), &mut fast, &mut out)
-            && let Err(error) = socket.send_to(&out, peer)
-        {
-            tracing::debug!(%error, %peer, "UDP send failed");
+        let mut trace = recorder.trace();
+        // Counted before it is sent: a client that has the answer sees it counted.
+        if let Some(reply) = answer(
+            &snapshot,
+            &packet[..len],
+            peer.ip(),
+            &mut fast,
+            &mut trace,
+            &mut out,
+        ) {
+            recorder.record(&snapshot, &reply, &trace);
+            if let Err(error) = socket.send_to(&out, peer) {
+                tracing::debug!(%error, %peer, "UDP send failed");
+            }
         }
     }
 }
 
-/// Answers one datagram into `out`; false if it gets no response.
+/// Answers one datagram into `out` and says what was answered; None if it gets no
+/// response. The routing decision, if any, is noted in `trace`.
 pub fn answer(
     snapshot: &Arc<Snapshot>,
     packet: &[u8],
     source: IpAddr,
     fast: &mut FastPath,
+    trace: &mut Trace,
     out: &mut Vec<u8>,
-) -> bool {
+) -> Option<Reply> {
     let max_udp_payload = snapshot.config.dns.max_udp_payload;
     match wire::parse(packet) {
         Ok(query) => {
-            if snapshot.config.dns.fast_path && fast.answer(snapshot, &query, source, out) {
-                return true;
+            if snapshot.config.dns.fast_path && fast.answer(snapshot, &query, source, trace, out) {
+                return Some(Reply::fast(&query, trace));
             }
-            let response = resolve(snapshot, &query, source);
+            let response = resolve(snapshot, &query, source, trace);
             let limit = udp_limit(max_udp_payload, query.edns.map(|e| e.udp_size));
-            encode_or_servfail(&response, limit, out)
+            encode_or_servfail(&response, limit, out).then(|| Reply::of(&response))
         }
         Err(ParseError::Malformed(malformed)) => {
             let response = reject(snapshot, &malformed);
             let limit = udp_limit(max_udp_payload, malformed.edns.map(|e| e.udp_size));
-            encode_or_servfail(&response, limit, out)
+            encode_or_servfail(&response, limit, out).then(|| Reply::of(&response))
         }
-        Err(ParseError::Drop(_)) => false,
+        Err(ParseError::Drop(_)) => None,
     }
 }
 
@@ -189,7 +206,12 @@ mod tests {
                     let mut corrupted = base.clone();
                     corrupted[i] = value;
                     for truncated in [&corrupted[..], &corrupted[..corrupted.len() - 1]] {
-                        if answer(&snapshot, truncated, source, &mut fast, &mut out) {
+                        let mut trace = Trace::default();
+                        if answer(
+                            &snapshot, truncated, source, &mut fast, &mut trace, &mut out,
+                        )
+                        .is_some()
+                        {
                             let reply = Message::from_vec(&out).expect("replies decode");
                             assert_eq!(
                                 reply.metadata.id.to_be_bytes(),

@@ -2,15 +2,22 @@
 //! Nothing here can block the answer path: handlers read the published snapshot
 //! and write only to state the answer path reads through its own swap.
 
+mod admin;
 mod explain;
+mod health;
+mod probe;
+
+pub use probe::{METRICS_CONTENT_TYPE, Readiness};
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 
+use crate::health::Health;
 use crate::metrics::Metrics;
 use crate::snapshot::Shared;
 
@@ -21,14 +28,21 @@ pub struct AppState {
     pub shared: Shared,
     /// The instance's metrics.
     pub metrics: Metrics,
+    /// Opens once the DNS listeners serve (`/ready`).
+    pub ready: Readiness,
+    /// The live health keeper (`/v1/health`, `/v1/pops`).
+    pub health: Arc<Health>,
 }
 
 /// Builds the control-plane routes.
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/v1/explain", get(explain::handler))
-        .route("/live", get(|| async { "live\n" }))
-        .route("/ready", get(|| async { "ready\n" }))
+        .route("/live", get(probe::live))
+        .route("/ready", get(probe::ready))
+        .route("/metrics", get(probe::metrics))
+        .merge(health::routes())
+        .merge(admin::routes())
         .with_state(state)
 }
 

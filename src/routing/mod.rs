@@ -9,8 +9,14 @@
 //! reason about, only eligibility (admin state, the domain's coverage region, an
 //! address of the asked family).
 //!
+//! Live health joins in last: only usable POPs are ranked (if none is, the
+//! decision fails open and ranks them all, as gdnsd and Route 53 do); a POP
+//! shedding load sends a share of its clients, chosen by a fixed hash of the
+//! client subnet, to the runner-up; and answers involving a degraded POP get a
+//! shorter TTL.
+//!
 //! Deciding is a pure function of the router (built once per snapshot), the geo
-//! databases and the client: no I/O, no clock, no allocation.
+//! databases, the client and the [`LiveView`]: no I/O, no clock, no allocation.
 
 pub mod distance;
 
@@ -25,6 +31,7 @@ use crate::config::{
     Weights,
 };
 use crate::geo::{Code, GeoDb, Location};
+use crate::health::LiveView;
 use distance::Point;
 
 /// Address family of the records asked for.
@@ -116,7 +123,29 @@ pub struct Decision {
     /// which this decision cannot change. 0 when the query carried no ECS.
     pub scope: u8,
     pub basis: Basis,
+    /// TTL of the answer records: the domain's, capped at `health.degraded-ttl`
+    /// when a POP in the answer or the one it was shed from is degraded, or the
+    /// decision failed open, so that clients come back soon.
+    pub ttl: u32,
+    /// No eligible POP was usable, so health was ignored (counted in the metrics).
+    pub fail_open: bool,
+    /// The best POP was shedding load: which one, and whether this client moved.
+    pub shed: Option<Shed>,
 }
+
+/// Shedding consulted for one decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Shed {
+    /// The best-ranked POP, which sheds a share of its clients.
+    #[serde(skip)]
+    pub from: PopId,
+    /// Whether this client's subnet is in the share moved to the runner-up.
+    pub moved: bool,
+}
+
+/// The three best POPs, best first: the third becomes the runner-up of a client
+/// shed from the first.
+type Ranked = [Option<PopId>; 3];
 
 /// How a POP stands with the client's ISP.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -165,6 +194,7 @@ pub struct Router {
     country_pops: HashMap<Code, Vec<PopId>>,
     fallback: Fallback,
     fallback_point: Option<Point>,
+    degraded_ttl: u32,
 }
 
 impl Router {
@@ -211,19 +241,21 @@ impl Router {
             country_pops,
             fallback: config.unknown_location.clone(),
             fallback_point,
+            degraded_ttl: config.health.degraded_ttl,
         }
     }
 
-    /// Decides which POP(s) answer `client` for `domain`.
+    /// Decides which POP(s) answer `client` for `domain`, given live health.
     pub fn decide(
         &self,
         geo: &GeoDb,
         domain: &Domain,
         family: Family,
         client: &Client,
+        live: &LiveView,
     ) -> Decision {
         let location = geo.locate(client.addr);
-        self.decide_at(&location, domain, family, client)
+        self.decide_at(&location, domain, family, client, live)
     }
 
     /// Decides for an already located client.
@@ -233,46 +265,102 @@ impl Router {
         domain: &Domain,
         family: Family,
         client: &Client,
+        live: &LiveView,
     ) -> Decision {
-        let eligible = |id: PopId| self.eligible(id, domain.coverage, family);
         let client_isp = location.asn.and_then(|asn| self.asn_isp.get(&asn).copied());
-
-        let (picked, basis) = if let Some(o) = self.network_override(client.addr)
-            && let Some(picked) = first_two(&o.pops, eligible)
-        {
-            (picked, Basis::NetworkOverride { network: o.network })
-        } else if let Some(country) = location.country
-            && let Some(list) = self.countries.get(&country)
-            && let Some(picked) = first_two(list, eligible)
-        {
-            (picked, Basis::CountryOverride { country })
-        } else if let Some(continent) = location.continent
-            && let Some(list) = self.continents.get(&continent)
-            && let Some(picked) = first_two(list, eligible)
-        {
-            (picked, Basis::ContinentOverride { continent })
-        } else if let Some(coordinates) = location.coordinates {
-            let point = Point::new(coordinates);
-            (
-                self.best_two(&point, client_isp, domain.coverage, family),
-                Basis::Score,
-            )
-        } else {
-            (
-                self.fallback_two(client_isp, domain.coverage, family),
-                Basis::Fallback,
-            )
-        };
-        let scope = if client.ecs {
+        // With every POP usable, health filters nothing: skip it.
+        let health = (!live.all_usable()).then_some(live);
+        let (mut ranked, mut basis) =
+            self.rank(location, client_isp, domain, family, client, health);
+        let mut fail_open = false;
+        if ranked[0].is_none() && health.is_some() {
+            let (open, open_basis) = self.rank(location, client_isp, domain, family, client, None);
+            if open[0].is_some() {
+                (ranked, basis, fail_open) = (open, open_basis, true);
+            }
+        }
+        let mut scope = if client.ecs {
             self.scope(client, location, basis)
         } else {
             0
         };
+        let [mut first, mut second, third] = ranked;
+        let mut shed = None;
+        if !live.is_calm()
+            && let (Some(best), Some(runner_up)) = (first, second)
+        {
+            let share = live.shed(best);
+            if share > 0.0 {
+                let moved = share >= 1.0 || shed_draw(client, domain) < f64::from(share);
+                if share < 1.0 && client.ecs {
+                    // Which side of the share a client falls on depends on every
+                    // bit of its subnet.
+                    scope = client.prefix;
+                }
+                if moved {
+                    // Still up, only loaded: the best failover for a moved client
+                    // when there is no third.
+                    (first, second) = (Some(runner_up), third.or(Some(best)));
+                }
+                shed = Some(Shed { from: best, moved });
+            }
+        }
+        let mut answered = [first, second]
+            .into_iter()
+            .take(usize::from(domain.answer_pops.max(1)))
+            .flatten();
+        let degraded = fail_open
+            || (!live.is_calm()
+                && (shed.is_some_and(|s| live.degraded(s.from))
+                    || answered.any(|id| live.degraded(id))));
         Decision {
-            first: picked.0,
-            second: picked.1,
+            first,
+            second,
             scope,
             basis,
+            ttl: if degraded {
+                domain.ttl.min(self.degraded_ttl)
+            } else {
+                domain.ttl
+            },
+            fail_open,
+            shed,
+        }
+    }
+
+    /// The three best POPs for a located client and why; with `health`, only
+    /// POPs it finds usable.
+    fn rank(
+        &self,
+        location: &Location,
+        client_isp: Option<IspId>,
+        domain: &Domain,
+        family: Family,
+        client: &Client,
+        health: Option<&LiveView>,
+    ) -> (Ranked, Basis) {
+        let eligible = |id: PopId| {
+            self.eligible(id, domain.coverage, family) && health.is_none_or(|l| l.usable(id))
+        };
+        if let Some(o) = self.network_override(client.addr)
+            && let Some(picked) = first_three(&o.pops, eligible)
+        {
+            (picked, Basis::NetworkOverride { network: o.network })
+        } else if let Some(country) = location.country
+            && let Some(list) = self.countries.get(&country)
+            && let Some(picked) = first_three(list, eligible)
+        {
+            (picked, Basis::CountryOverride { country })
+        } else if let Some(continent) = location.continent
+            && let Some(list) = self.continents.get(&continent)
+            && let Some(picked) = first_three(list, eligible)
+        {
+            (picked, Basis::ContinentOverride { continent })
+        } else if let Some(coordinates) = location.coordinates {
+            let point = Point::new(coordinates);
+            (self.best_three(&point, client_isp, eligible), Basis::Score)
+        } else {
+            (self.fallback_three(client_isp, eligible), Basis::Fallback)
         }
     }
 
@@ -330,51 +418,46 @@ impl Router {
         }
     }
 
-    /// The two best-scoring eligible POPs; ties go to the POP listed first.
+    /// The three best-scoring eligible POPs; ties go to the POP listed first.
     // TODO-performance: a scan of every POP per query; cache rankings per
     // (City record, ISP) once POP counts reach thousands.
-    fn best_two(
+    fn best_three(
         &self,
         point: &Point,
         client_isp: Option<IspId>,
-        coverage: Coverage,
-        family: Family,
-    ) -> (Option<PopId>, Option<PopId>) {
-        let mut best: Option<(f64, PopId)> = None;
-        let mut second: Option<(f64, PopId)> = None;
+        eligible: impl Fn(PopId) -> bool,
+    ) -> Ranked {
+        let mut top: [Option<(f64, PopId)>; 3] = [None; 3];
         for i in 0..self.pops.len() {
             let id = PopId(i as u16);
-            if !self.eligible(id, coverage, family) {
+            if !eligible(id) {
                 continue;
             }
             let total = self.terms(id, point, client_isp).total;
-            if best.is_none_or(|(b, _)| total < b) {
-                second = best;
-                best = Some((total, id));
-            } else if second.is_none_or(|(s, _)| total < s) {
-                second = Some((total, id));
-            }
+            let Some(place) = top.iter().position(|t| t.is_none_or(|(s, _)| total < s)) else {
+                continue;
+            };
+            top.copy_within(place..2, place + 1);
+            top[place] = Some((total, id));
         }
-        (best.map(|b| b.1), second.map(|s| s.1))
+        top.map(|t| t.map(|(_, id)| id))
     }
 
-    fn fallback_two(
+    fn fallback_three(
         &self,
         client_isp: Option<IspId>,
-        coverage: Coverage,
-        family: Family,
-    ) -> (Option<PopId>, Option<PopId>) {
-        let eligible = |id: PopId| self.eligible(id, coverage, family);
+        eligible: impl Fn(PopId) -> bool,
+    ) -> Ranked {
         let listed = match &self.fallback {
-            Fallback::Pops(list) => first_two(list, eligible),
+            Fallback::Pops(list) => first_three(list, &eligible),
             Fallback::Country(code) => self
                 .countries
                 .get(code)
-                .and_then(|list| first_two(list, eligible))
+                .and_then(|list| first_three(list, &eligible))
                 .or_else(|| {
                     self.country_pops
                         .get(code)
-                        .and_then(|list| first_two(list, eligible))
+                        .and_then(|list| first_three(list, &eligible))
                 }),
             Fallback::Coordinates(_) => None,
         };
@@ -384,7 +467,7 @@ impl Router {
         // The fallback names no eligible POP (say, an IPv4-only list for AAAA):
         // score from its point, or from nowhere in particular, rather than fail.
         let point = self.fallback_point.unwrap_or_else(|| self.pops[0].point);
-        self.best_two(&point, client_isp, coverage, family)
+        self.best_three(&point, client_isp, eligible)
     }
 
     fn network_override(&self, addr: IpAddr) -> Option<&NetworkOverride> {
@@ -419,14 +502,49 @@ impl Router {
     }
 }
 
-/// The first two POPs of a list that pass `eligible`; None if none does.
-fn first_two(
-    list: &[PopId],
-    eligible: impl Fn(PopId) -> bool,
-) -> Option<(Option<PopId>, Option<PopId>)> {
+/// The first three POPs of a list that pass `eligible`; None if none does.
+fn first_three(list: &[PopId], eligible: impl Fn(PopId) -> bool) -> Option<Ranked> {
     let mut iter = list.iter().copied().filter(|id| eligible(*id));
     let first = iter.next()?;
-    Some((Some(first), iter.next()))
+    Some([Some(first), iter.next(), iter.next()])
+}
+
+/// Where a client falls in [0, 1) when its best POP sheds load: it moves if the
+/// draw is below the POP's shed share. A fixed function of the client's subnet
+/// (address masked at its prefix, and the prefix) and the domain's name, with no
+/// per-process seed: every Meridian instance running this code sends a subnet to
+/// the same POP, a subnet's answer is stable while the share holds (so resolver
+/// caches stay useful), and as the share grows the clients already moved stay
+/// moved. The domain takes part so that different domains shed different subnets.
+pub fn shed_draw(client: &Client, domain: &Domain) -> f64 {
+    // SplitMix64's finalizer (Steele, Lea and Flood 2014): a bijection with full
+    // avalanche, written out so that it can never change under us with a
+    // dependency or a Rust release (std's `DefaultHasher` makes no such promise).
+    fn mix(mut z: u64) -> u64 {
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+    fn absorb(state: u64, word: u64) -> u64 {
+        mix(state.wrapping_add(0x9e37_79b9_7f4a_7c15) ^ word)
+    }
+    let (family, bits) = match client.addr {
+        IpAddr::V4(a) => (4_u64, u128::from(u32::from(a))),
+        IpAddr::V6(a) => (6_u64, u128::from(a)),
+    };
+    let mut state = absorb(0, (family << 8) | u64::from(client.prefix));
+    state = absorb(state, (bits >> 64) as u64);
+    state = absorb(state, bits as u64);
+    for label in domain.name.iter() {
+        state = absorb(state, label.len() as u64);
+        for chunk in label.chunks(8) {
+            let mut word = [0_u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            state = absorb(state, u64::from_le_bytes(word));
+        }
+    }
+    // The top 53 bits, as a double in [0, 1).
+    (mix(state) >> 11) as f64 / (1_u64 << 53) as f64
 }
 
 /// An IPv4-mapped IPv6 address is the IPv4 client it stands for.
@@ -485,6 +603,7 @@ mod tests {
     use super::*;
     use crate::config::{DEFAULT_ECS_MAX_V4, DEFAULT_ECS_MAX_V6};
     use crate::geo::Coordinates;
+    use crate::health::PopLive;
     use std::net::{Ipv4Addr, Ipv6Addr};
     use std::path::Path;
 
@@ -566,8 +685,36 @@ overrides:
             family: Family,
             client: &Client,
         ) -> Decision {
+            let live = LiveView::all_static(self.config.pops.len());
+            self.decide_live(location, domain, family, client, &live)
+        }
+
+        fn decide_live(
+            &self,
+            location: &Location,
+            domain: &str,
+            family: Family,
+            client: &Client,
+            live: &LiveView,
+        ) -> Decision {
             self.router
-                .decide_at(location, self.domain(domain), family, client)
+                .decide_at(location, self.domain(domain), family, client, live)
+        }
+
+        /// Every POP as configured, except those named.
+        fn live(&self, changed: &[(&str, PopLive)]) -> LiveView {
+            let pops = self
+                .config
+                .pops
+                .iter()
+                .map(|pop| {
+                    changed
+                        .iter()
+                        .find(|(id, _)| *id == pop.id)
+                        .map_or_else(PopLive::default, |(_, live)| *live)
+                })
+                .collect();
+            LiveView::new(pops)
         }
 
         /// The names of the first and second POPs of a decision.
@@ -1194,4 +1341,207 @@ overrides:
         let decision = world.decide(&frankfurt(), "www.example.com", Family::V4, &client);
         assert_eq!(world.names(&decision).0, Some("hkg"));
     }
+
+    // Live health.
+
+    fn down() -> PopLive {
+        PopLive {
+            usable: false,
+            ..PopLive::default()
+        }
+    }
+
+    fn shedding(share: f32) -> PopLive {
+        PopLive {
+            shed: share,
+            degraded: true,
+            ..PopLive::default()
+        }
+    }
+
+    #[test]
+    fn unusable_pops_are_passed_over() {
+        let world = World::with("");
+        let live = world.live(&[("fra", down())]);
+        let decision = world.decide_live(
+            &frankfurt(),
+            "www.example.com",
+            Family::V4,
+            &resolver(),
+            &live,
+        );
+        assert_eq!(world.names(&decision), (Some("lhr"), Some("pek")));
+        assert!(!decision.fail_open);
+        assert_eq!(decision.ttl, crate::config::DEFAULT_TTL);
+        // An override whose only POP is down falls through to the score.
+        let live = world.live(&[("lhr", down())]);
+        let client = Client::from_source(v4(198, 51, 100, 7));
+        let decision =
+            world.decide_live(&frankfurt(), "www.example.com", Family::V4, &client, &live);
+        assert_eq!(decision.basis, Basis::Score);
+        assert_eq!(world.names(&decision), (Some("fra"), Some("pek")));
+    }
+
+    #[test]
+    fn everything_down_fails_open_to_the_nearest() {
+        let world = World::with("");
+        let all_down: Vec<(&str, PopLive)> = world
+            .config
+            .pops
+            .iter()
+            .map(|p| (p.id.as_str(), down()))
+            .collect();
+        let live = world.live(&all_down);
+        let decision = world.decide_live(
+            &frankfurt(),
+            "www.example.com",
+            Family::V4,
+            &resolver(),
+            &live,
+        );
+        assert!(decision.fail_open);
+        assert_eq!(world.names(&decision), (Some("fra"), Some("lhr")));
+        assert_eq!(decision.ttl, crate::config::DEFAULT_DEGRADED_TTL);
+        // Overrides still speak when failing open.
+        let client = Client::from_source(v4(203, 0, 113, 200));
+        let decision =
+            world.decide_live(&frankfurt(), "www.example.com", Family::V4, &client, &live);
+        assert!(decision.fail_open);
+        assert_eq!(world.names(&decision), (Some("hkg"), None));
+        // Down POPs do not make an answer out of nothing: no mainland POP has IPv6.
+        let decision =
+            world.decide_live(&beijing(), "cn.example.com", Family::V6, &resolver(), &live);
+        assert_eq!(decision.first, None);
+        assert!(!decision.fail_open);
+    }
+
+    #[test]
+    fn shedding_moves_about_its_share_of_subnets_to_the_runner_up() {
+        let world = World::with("");
+        let live = world.live(&[("fra", shedding(0.3))]);
+        let mut moved = 0;
+        let total = 8192;
+        for i in 0..total {
+            let client = subnet(v4(10, (i >> 8) as u8, i as u8, 0), 24);
+            let decision =
+                world.decide_live(&frankfurt(), "www.example.com", Family::V4, &client, &live);
+            // Either side of the share depends on every bit of the subnet.
+            assert_eq!(decision.scope, 24);
+            assert_eq!(decision.ttl, crate::config::DEFAULT_DEGRADED_TTL);
+            let shed = decision.shed.expect("shedding consulted");
+            assert_eq!(world.config.pop(shed.from).id, "fra");
+            if shed.moved {
+                moved += 1;
+                // The runner-up moves up, and the next one becomes the runner-up.
+                assert_eq!(world.names(&decision), (Some("lhr"), Some("pek")));
+            } else {
+                assert_eq!(world.names(&decision), (Some("fra"), Some("lhr")));
+            }
+            // The same subnet always gets the same answer.
+            let again =
+                world.decide_live(&frankfurt(), "www.example.com", Family::V4, &client, &live);
+            assert_eq!(again, decision);
+        }
+        let share = f64::from(moved) / f64::from(total);
+        assert!((share - 0.3).abs() < 0.02, "moved {share}");
+    }
+
+    #[test]
+    fn full_shed_moves_everyone_and_keeps_the_scope() {
+        let world = World::with("");
+        let live = world.live(&[("fra", shedding(1.0))]);
+        for i in 0..64 {
+            let client = subnet(v4(10, i, 0, 0), 24);
+            let decision =
+                world.decide_live(&frankfurt(), "www.example.com", Family::V4, &client, &live);
+            assert_eq!(world.names(&decision), (Some("lhr"), Some("pek")));
+            // Everyone moves: the answer does not depend on the subnet's low bits.
+            assert_eq!(decision.scope, 16);
+        }
+        // Without ECS the scope stays 0.
+        let live = world.live(&[("fra", shedding(0.5))]);
+        let decision = world.decide_live(
+            &frankfurt(),
+            "www.example.com",
+            Family::V4,
+            &resolver(),
+            &live,
+        );
+        assert_eq!(decision.scope, 0);
+    }
+
+    #[test]
+    fn a_pop_with_no_runner_up_keeps_its_clients() {
+        let world = World::with("");
+        // 203.0.113.128/25 is sent to Hong Kong alone.
+        let live = world.live(&[("hkg", shedding(1.0))]);
+        let client = subnet(v4(203, 0, 113, 128), 25);
+        let decision =
+            world.decide_live(&frankfurt(), "www.example.com", Family::V4, &client, &live);
+        assert_eq!(world.names(&decision), (Some("hkg"), None));
+        assert_eq!(decision.shed, None);
+        // Still degraded: short TTL.
+        assert_eq!(decision.ttl, crate::config::DEFAULT_DEGRADED_TTL);
+    }
+
+    #[test]
+    fn degraded_ttl_applies_only_to_answers_from_degraded_pops() {
+        let world = World::with("health:\n  degraded-ttl: 5\n");
+        let degraded = PopLive {
+            degraded: true,
+            ..PopLive::default()
+        };
+        let live = world.live(&[("fra", degraded)]);
+        let decision = world.decide_live(
+            &frankfurt(),
+            "www.example.com",
+            Family::V4,
+            &resolver(),
+            &live,
+        );
+        assert_eq!(world.names(&decision).0, Some("fra"));
+        assert_eq!(decision.ttl, 5);
+        // Domains ask for one POP: a degraded runner-up is not in the answer.
+        let decision =
+            world.decide_live(&london(), "www.example.com", Family::V4, &resolver(), &live);
+        assert_eq!(world.names(&decision), (Some("lhr"), Some("fra")));
+        assert_eq!(decision.ttl, crate::config::DEFAULT_TTL);
+    }
+
+    #[test]
+    fn shed_draws_are_fixed_uniform_and_per_domain() {
+        let world = World::with("");
+        let www = world.domain("www.example.com");
+        let cn = world.domain("cn.example.com");
+        let policy = default_policy();
+        let client = Client::from_ecs(v4(192, 0, 2, 77), 24, &policy);
+        let draw = shed_draw(&client, www);
+        assert!((0.0..1.0).contains(&draw));
+        // Host bits past the prefix do not count; the prefix and the domain do.
+        assert_eq!(
+            draw,
+            shed_draw(&Client::from_ecs(v4(192, 0, 2, 1), 24, &policy), www)
+        );
+        assert_ne!(
+            draw,
+            shed_draw(&Client::from_ecs(v4(192, 0, 2, 1), 23, &policy), www)
+        );
+        assert_ne!(draw, shed_draw(&client, cn));
+        // Pinned: every instance must agree, so the function may never drift.
+        assert_eq!(format!("{draw:.12}"), PINNED_DRAW_V4);
+        let v6 = Client::from_ecs(IpAddr::V6("2001:db8::".parse().expect("v6")), 56, &policy);
+        assert_eq!(format!("{:.12}", shed_draw(&v6, www)), PINNED_DRAW_V6);
+        // Uniform: ten buckets of 20480 subnets each hold about a tenth.
+        let mut buckets = [0_u32; 10];
+        for i in 0..20_480_u32 {
+            let client = subnet(v4(100, (i >> 8) as u8, i as u8, 0), 24);
+            buckets[(shed_draw(&client, www) * 10.0) as usize] += 1;
+        }
+        for count in buckets {
+            assert!((1_848..=2_248).contains(&count), "{buckets:?}");
+        }
+    }
+
+    const PINNED_DRAW_V4: &str = "0.565981836033";
+    const PINNED_DRAW_V6: &str = "0.420505636877";
 }
