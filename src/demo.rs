@@ -78,8 +78,8 @@ pub fn materialize(dir: &Path) -> Result<PathBuf, DemoError> {
 
 /// Runs the demo until interrupted.
 pub async fn run(dns: SocketAddr, http: SocketAddr) -> Result<(), DemoError> {
-    let dir = std::env::temp_dir().join(format!("meridian-demo-{}", std::process::id()));
-    let config_path = materialize(&dir)?;
+    let dir = DemoDir::create()?;
+    let config_path = materialize(&dir.0)?;
     let overlay = Overlay {
         dns_listen: vec![dns],
         http_listen: Some(http),
@@ -94,8 +94,33 @@ pub async fn run(dns: SocketAddr, http: SocketAddr) -> Result<(), DemoError> {
         &config_path,
     );
     server.run_until_signal().await;
-    let _ = std::fs::remove_dir_all(&dir);
     Ok(())
+}
+
+/// The demo's private directory, removed however the demo ends.
+struct DemoDir(PathBuf);
+
+impl DemoDir {
+    /// A fresh directory: `create_dir` fails rather than reuse a path someone else
+    /// made in the shared temporary directory.
+    fn create() -> Result<Self, DemoError> {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let path =
+            std::env::temp_dir().join(format!("meridian-demo-{}-{nanos:08x}", std::process::id()));
+        std::fs::create_dir(&path).map_err(|source| DemoError::Write {
+            path: path.clone(),
+            source,
+        })?;
+        Ok(Self(path))
+    }
+}
+
+impl Drop for DemoDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 fn print_guide(dns: SocketAddr, http: SocketAddr, config: &Path) {

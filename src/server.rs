@@ -23,6 +23,12 @@ pub enum StartError {
     /// The config, a zone or a geo database is wrong.
     #[error("{0}")]
     Config(#[from] ConfigError),
+    /// A DNS listener could not be bound (the error does not say which).
+    #[error("cannot listen for DNS on {addrs}: {source}")]
+    DnsBind {
+        addrs: String,
+        source: std::io::Error,
+    },
     /// A listener could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -91,8 +97,12 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
     };
     let dns = dns::start(&dns_addrs, shared.clone(), metrics.clone())
         .await
-        .map_err(|source| StartError::Bind {
-            addr: dns_addrs[0],
+        .map_err(|source| StartError::DnsBind {
+            addrs: dns_addrs
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", "),
             source,
         })?;
     let mut ticker_stopped = stopped.clone();
