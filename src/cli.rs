@@ -49,6 +49,12 @@ pub struct ServeArgs {
     /// Control-plane HTTP listen address. Overrides the config.
     #[arg(long = "http-listen", value_name = "ADDR")]
     pub http_listen: Option<SocketAddr>,
+    /// HTTP 302 router listen address. Overrides the config.
+    #[arg(long = "http-router-listen", value_name = "ADDR")]
+    pub http_router_listen: Option<SocketAddr>,
+    /// DoH-over-TLS listen address. Overrides the config.
+    #[arg(long = "doh-tls-listen", value_name = "ADDR")]
+    pub doh_tls_listen: Option<SocketAddr>,
     /// Reload on SIGHUP only, not when the config, a zone file or a geo database
     /// changes.
     #[arg(long = "no-watch")]
@@ -109,6 +115,9 @@ pub struct DemoArgs {
     /// Control-plane HTTP listen address.
     #[arg(long = "http-listen", value_name = "ADDR", default_value = crate::config::DEFAULT_HTTP_LISTEN)]
     pub http_listen: SocketAddr,
+    /// HTTP 302 router listen address.
+    #[arg(long = "http-router-listen", value_name = "ADDR", default_value = crate::config::DEFAULT_HTTP_ROUTER_LISTEN)]
+    pub http_router_listen: SocketAddr,
 }
 
 /// `meridian geodata ...`.
@@ -138,8 +147,12 @@ pub fn main() -> ExitCode {
         Command::Explain(args) => explain(args),
         Command::Demo(args) => runtime()
             .and_then(|rt| {
-                rt.block_on(crate::demo::run(args.dns_listen, args.http_listen))
-                    .map_err(|e| e.to_string())
+                rt.block_on(crate::demo::run(
+                    args.dns_listen,
+                    args.http_listen,
+                    args.http_router_listen,
+                ))
+                .map_err(|e| e.to_string())
             })
             .map_or_else(fail, |()| ExitCode::SUCCESS),
         Command::Geodata {
@@ -206,6 +219,8 @@ fn serve(args: ServeArgs) -> ExitCode {
     let mut overlay = overlay(&args.geo);
     overlay.dns_listen = args.dns_listen;
     overlay.http_listen = args.http_listen;
+    overlay.http_router_listen = args.http_router_listen;
+    overlay.doh_tls_listen = args.doh_tls_listen;
     overlay.no_watch = args.no_watch;
     let config = match Config::load(&args.config, &overlay) {
         Ok(config) => config,

@@ -77,12 +77,13 @@ pub fn materialize(dir: &Path) -> Result<PathBuf, DemoError> {
 }
 
 /// Runs the demo until interrupted.
-pub async fn run(dns: SocketAddr, http: SocketAddr) -> Result<(), DemoError> {
+pub async fn run(dns: SocketAddr, http: SocketAddr, router: SocketAddr) -> Result<(), DemoError> {
     let dir = DemoDir::create()?;
     let config_path = materialize(&dir.0)?;
     let overlay = Overlay {
         dns_listen: vec![dns],
         http_listen: Some(http),
+        http_router_listen: Some(router),
         ..Overlay::default()
     };
     let config = Config::load(&config_path, &overlay)?;
@@ -91,6 +92,7 @@ pub async fn run(dns: SocketAddr, http: SocketAddr) -> Result<(), DemoError> {
     print_guide(
         server.dns_addrs()[0],
         server.http_addr().unwrap_or(http),
+        server.http_router_addr(),
         &config_path,
     );
     server.run_until_signal().await;
@@ -123,7 +125,7 @@ impl Drop for DemoDir {
     }
 }
 
-fn print_guide(dns: SocketAddr, http: SocketAddr, config: &Path) {
+fn print_guide(dns: SocketAddr, http: SocketAddr, router: Option<SocketAddr>, config: &Path) {
     let (host, port) = (dns.ip(), dns.port());
     println!("Meridian demo: the reference world (26 POPs) on sample geodata.");
     println!("config: {}\n", config.display());
@@ -143,5 +145,16 @@ fn print_guide(dns: SocketAddr, http: SocketAddr, config: &Path) {
         "  curl 'http://{http}/v1/explain?client={}&name=www.example.com'",
         CLIENTS[3].1
     );
+    println!("\nThe same decision as DNS over HTTPS (RFC 8484), on the control plane:");
+    println!(
+        "  curl -s 'http://{http}/dns-query?dns=AAABAAABAAAAAAAAA3d3dwdleGFtcGxlA2NvbQNjZG4EdGVzdAAAAQAB' | xxd | head"
+    );
+    if let Some(router) = router {
+        println!("\nHTTP 302 routing (download.example.com); loopback is a trusted proxy here,");
+        println!("so X-Forwarded-For plays a client in Tokyo:");
+        println!(
+            "  curl -si -H 'Host: download.example.com' -H 'X-Forwarded-For: 118.156.18.1' http://{router}/app.apk"
+        );
+    }
     println!("\nCtrl-C stops the demo.");
 }

@@ -24,6 +24,12 @@
 //! is counted (`metrics`): UDP workers in thread-local counters, flushed when a
 //! scrape asks, so counting costs the answer path no shared cache line.
 //!
+//! The same engine answers two more ways in (`http`): DNS over HTTPS, whose
+//! messages take the TCP path (`wire`, `resolve`, `encode`) with the HTTP client's
+//! address as the resolver's, and the 302 router, which asks the snapshot for a
+//! decision on the client's address and redirects to the POP (a cache node in it
+//! chosen by rendezvous hashing of the path).
+//!
 //! Health in: POPs push reports to `POST /v1/health`, operators drain or force
 //! POPs through the admin API. The `health` keeper, the one writer, turns them
 //! into a small `LiveView` (per POP: usable, shed share, degraded) stored in the

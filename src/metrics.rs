@@ -40,6 +40,12 @@ pub const ECS_SCOPE: &str = "meridian_dns_ecs_scope_prefix_length";
 pub const DECISION_DURATION: &str = "meridian_decision_duration_seconds";
 /// Routed queries whose client the geo databases could not place.
 pub const GEO_MISSES: &str = "meridian_geo_misses_total";
+/// DoH requests refused before a DNS answer, by `reason`.
+pub const DOH_ERRORS: &str = "meridian_doh_errors_total";
+/// 302 redirects given by the HTTP router, by the `pop` the client was sent to.
+pub const HTTP_REDIRECTS: &str = "meridian_http_redirects_total";
+/// HTTP router requests answered with an error, by `reason`.
+pub const HTTP_REDIRECT_ERRORS: &str = "meridian_http_redirect_errors_total";
 
 /// Why a health report was turned away (or that it was not).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,6 +85,9 @@ pub struct Metrics {
     pop_load: GaugeVec,
     pop_report_age: GaugeVec,
     queries: Arc<QueryMetrics>,
+    doh_errors: IntCounterVec,
+    redirects: IntCounterVec,
+    redirect_errors: IntCounterVec,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -135,6 +144,21 @@ impl Metrics {
             pop_load,
             pop_report_age,
             queries: Arc::new(QueryMetrics::new()),
+            doh_errors: counter_vec(
+                DOH_ERRORS,
+                "DoH requests refused before a DNS answer, by reason.",
+                &["reason"],
+            ),
+            redirects: counter_vec(
+                HTTP_REDIRECTS,
+                "302 redirects given by the HTTP router, by the POP the client was sent to.",
+                &["pop"],
+            ),
+            redirect_errors: counter_vec(
+                HTTP_REDIRECT_ERRORS,
+                "HTTP router requests answered with an error, by reason.",
+                &["reason"],
+            ),
         };
         metrics.register(Box::new(build_info));
         metrics.register(Box::new(metrics.health_reports.clone()));
@@ -143,6 +167,9 @@ impl Metrics {
         metrics.register(Box::new(metrics.pop_healthy.clone()));
         metrics.register(Box::new(metrics.pop_load.clone()));
         metrics.register(Box::new(metrics.pop_report_age.clone()));
+        metrics.register(Box::new(metrics.doh_errors.clone()));
+        metrics.register(Box::new(metrics.redirects.clone()));
+        metrics.register(Box::new(metrics.redirect_errors.clone()));
         for collector in metrics.queries.collectors() {
             metrics.register(collector);
         }
@@ -211,6 +238,26 @@ impl Metrics {
     /// A recorder for TCP queries.
     pub fn tcp_recorder(&self) -> TcpRecorder {
         TcpRecorder::new(self)
+    }
+
+    /// A recorder for DoH queries (`transport="doh"`).
+    pub fn doh_recorder(&self) -> TcpRecorder {
+        TcpRecorder::doh(self)
+    }
+
+    /// Counts a DoH request refused before a DNS answer (`reason`: a fixed label).
+    pub fn doh_error(&self, reason: &'static str) {
+        self.doh_errors.with_label_values(&[reason]).inc();
+    }
+
+    /// Counts a 302 to `pop`.
+    pub fn redirect(&self, pop: &str) {
+        self.redirects.with_label_values(&[pop]).inc();
+    }
+
+    /// Counts an HTTP router error (`reason`: a fixed label).
+    pub fn redirect_error(&self, reason: &'static str) {
+        self.redirect_errors.with_label_values(&[reason]).inc();
     }
 
     /// Asks the UDP workers to flush their local counters and waits until they have

@@ -249,7 +249,15 @@ fn build(current: &Snapshot, served: &Sources) -> (Result<Snapshot, ConfigError>
 
 /// Settings a reload cannot apply: the sockets and threads are made once.
 fn warn_of_restart_settings(running: &Config, new: &Config) {
-    if running.listen.dns != new.listen.dns || running.listen.http != new.listen.http {
+    let listen = |c: &Config| {
+        (
+            c.listen.dns.clone(),
+            c.listen.http,
+            c.listen.doh_tls,
+            c.listen.http_router,
+        )
+    };
+    if listen(running) != listen(new) {
         tracing::warn!("listen addresses changed: they take effect on restart");
     }
     if running.dns.udp_threads != new.dns.udp_threads {

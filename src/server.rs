@@ -45,6 +45,8 @@ pub struct Server {
     dns: DnsServer,
     http_addr: Option<SocketAddr>,
     http_task: Option<JoinHandle<std::io::Result<()>>>,
+    /// DoH over TLS and the 302 router.
+    modes: crate::http::ModeListeners,
     reloader: Arc<Reloader>,
     watch_task: JoinHandle<()>,
     stop: watch::Sender<bool>,
@@ -95,6 +97,13 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
         }
         None => (None, None),
     };
+    let modes_state = AppState {
+        shared: shared.clone(),
+        metrics: metrics.clone(),
+        ready: ready.clone(),
+        health: health.clone(),
+    };
+    let modes = crate::http::ModeListeners::start(modes_state, stopped.clone()).await?;
     let dns = dns::start(&dns_addrs, shared.clone(), metrics.clone())
         .await
         .map_err(|source| StartError::DnsBind {
@@ -128,6 +137,7 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
         dns,
         http_addr,
         http_task,
+        modes,
         reloader,
         watch_task,
         stop,
@@ -143,6 +153,16 @@ impl Server {
     /// The control-plane address actually bound.
     pub fn http_addr(&self) -> Option<SocketAddr> {
         self.http_addr
+    }
+
+    /// The DoH-over-TLS address actually bound (`listen.doh-tls`).
+    pub fn doh_tls_addr(&self) -> Option<SocketAddr> {
+        self.modes.doh_tls
+    }
+
+    /// The 302 router's address actually bound (`listen.http-router`).
+    pub fn http_router_addr(&self) -> Option<SocketAddr> {
+        self.modes.http_router
     }
 
     /// The published snapshot.
@@ -166,7 +186,13 @@ impl Server {
             tracing::info!(%addr, "DNS listening (UDP and TCP)");
         }
         if let Some(addr) = self.http_addr {
-            tracing::info!(%addr, "control plane listening (HTTP)");
+            tracing::info!(%addr, "control plane listening (HTTP, DoH at /dns-query)");
+        }
+        if let Some(addr) = self.modes.doh_tls {
+            tracing::info!(%addr, "DoH listening (HTTPS: HTTP/2 and HTTP/1.1)");
+        }
+        if let Some(addr) = self.modes.http_router {
+            tracing::info!(%addr, "302 router listening (HTTP)");
         }
     }
 
@@ -210,6 +236,7 @@ impl Server {
         if let Some(task) = self.http_task.take() {
             let _ = task.await;
         }
+        std::mem::take(&mut self.modes).shutdown().await;
         let _ = self.watch_task.await;
         self.dns.shutdown().await;
     }

@@ -352,7 +352,7 @@ fn check_accepts_the_reference_world() {
     );
     assert_eq!(
         String::from_utf8_lossy(&output.stdout),
-        format!("{WORLD}: ok (1 zones, 26 POPs, 2 domains)\n")
+        format!("{WORLD}: ok (1 zones, 26 POPs, 3 domains)\n")
     );
 }
 

@@ -483,6 +483,7 @@ fn loopback_overlay() -> Overlay {
     Overlay {
         dns_listen: vec![SocketAddr::from((Ipv4Addr::LOCALHOST, 0))],
         http_listen: Some(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))),
+        http_router_listen: Some(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))),
         ..Overlay::default()
     }
 }

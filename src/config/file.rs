@@ -43,6 +43,11 @@ pub struct File {
     /// Who may report POP health and load, and how reports count.
     #[serde(default)]
     pub health: HealthFile,
+    /// DNS over HTTPS: which peers may say who the client is.
+    #[serde(default)]
+    pub doh: DohFile,
+    /// Certificate and key of the DoH-over-TLS listener.
+    pub tls: Option<Spanned<TlsFile>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -51,6 +56,25 @@ pub struct ListenFile {
     #[serde(default)]
     pub dns: Vec<Spanned<String>>,
     pub http: Option<Spanned<String>>,
+    /// DNS over HTTPS over TLS (needs `tls`).
+    pub doh_tls: Option<Spanned<String>>,
+    /// The HTTP 302 router for domains with `routing: http`.
+    pub http_router: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct DohFile {
+    /// Peers (CIDRs or addresses) whose `Forwarded` / `X-Forwarded-For` is believed.
+    #[serde(default)]
+    pub trusted_proxies: Vec<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct TlsFile {
+    pub certificate: Spanned<String>,
+    pub key: Spanned<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -115,6 +139,11 @@ pub struct PopFile {
     pub addresses: Vec<Spanned<String>>,
     pub capacity: Option<Spanned<u64>>,
     pub admin: Option<Spanned<String>>,
+    /// Host name or address put in 302 `Location`s to this POP.
+    pub redirect_host: Option<Spanned<String>>,
+    /// Cache nodes a path is hashed over in 302 routing.
+    #[serde(default)]
+    pub cache_nodes: Vec<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -127,6 +156,8 @@ pub struct DomainFile {
     pub ttl: Option<Spanned<u32>>,
     #[serde(default)]
     pub answer: AnswerFile,
+    /// `dns` (default) or `http` (also answered by the 302 router).
+    pub routing: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

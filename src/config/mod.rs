@@ -39,6 +39,8 @@ pub const DEFAULT_ISP_MATCH_BONUS_KM: f64 = 2_000.0;
 pub const DEFAULT_ISP_MISMATCH_PENALTY_KM: f64 = 5_000.0;
 /// Default DNS listener for `serve` when neither config nor flags name one.
 pub const DEFAULT_DNS_LISTEN: &str = "127.0.0.1:5353";
+/// Default listener of the HTTP 302 router in the demo and the reference world.
+pub const DEFAULT_HTTP_ROUTER_LISTEN: &str = "127.0.0.1:8080";
 /// Default control-plane HTTP listener.
 pub const DEFAULT_HTTP_LISTEN: &str = "127.0.0.1:8053";
 /// Seconds without a report after which a POP's health is unknown: a few missed
@@ -88,6 +90,10 @@ pub struct Config {
     pub overrides: Overrides,
     /// Live health and load: who may report, and how reports count.
     pub health: HealthSettings,
+    /// DNS over HTTPS and the 302 router: whose forwarding headers are believed.
+    pub doh: DohSettings,
+    /// Certificate and key of the DoH-over-TLS listener.
+    pub tls: Option<TlsFiles>,
     /// Line of each domain's and each zone's declaration, for problems found later
     /// (a geo name that clashes with a static record).
     pub lines: Lines,
@@ -100,6 +106,8 @@ pub struct Lines {
     pub zones: Vec<u64>,
     pub geodata_city: u64,
     pub geodata_asn: u64,
+    /// The `tls:` section, for a certificate or key that cannot be read.
+    pub tls: u64,
 }
 
 /// Sockets to serve on.
@@ -107,8 +115,39 @@ pub struct Lines {
 pub struct Listen {
     /// DNS over UDP and TCP, each address both.
     pub dns: Vec<SocketAddr>,
-    /// Control-plane HTTP.
+    /// Control-plane HTTP (DoH at `/dns-query` too).
     pub http: Option<SocketAddr>,
+    /// DNS over HTTPS over TLS, HTTP/2 and HTTP/1.1.
+    pub doh_tls: Option<SocketAddr>,
+    /// The HTTP 302 router (plain HTTP).
+    pub http_router: Option<SocketAddr>,
+}
+
+/// DNS over HTTPS (and the 302 router): who may speak for the client.
+#[derive(Debug, Clone, Default)]
+pub struct DohSettings {
+    /// Peers whose `Forwarded: for=` or `X-Forwarded-For` (and `X-Forwarded-Proto`)
+    /// is believed; any other peer is the client itself.
+    pub trusted_proxies: Vec<IpNetwork>,
+}
+
+/// PEM files of the DoH-over-TLS listener, read at start, on reload and on SIGHUP.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// The certificate chain, leaf first.
+    pub certificate: PathBuf,
+    /// The private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+}
+
+/// How clients of a domain are sent to a POP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RoutingMode {
+    /// DNS answers only (and DoH).
+    Dns,
+    /// The 302 router answers for it too (DNS still does).
+    Http,
 }
 
 /// Geo database files.
@@ -142,6 +181,16 @@ pub struct DnsSettings {
 pub struct EcsPolicy {
     pub max_source_prefix_v4: u8,
     pub max_source_prefix_v6: u8,
+}
+
+impl EcsPolicy {
+    /// The most bits of an address of this family Meridian uses.
+    pub fn cap(&self, addr: IpAddr) -> u8 {
+        match addr {
+            IpAddr::V4(_) => self.max_source_prefix_v4,
+            IpAddr::V6(_) => self.max_source_prefix_v6,
+        }
+    }
 }
 
 /// Scoring weights: one score per POP, in kilometre equivalents, lower is better.
@@ -222,6 +271,11 @@ pub struct Pop {
     /// What the POP is sized for; reported load is a share of it.
     pub capacity: u64,
     pub admin: AdminState,
+    /// Host in 302 `Location`s to this POP (`redirect-host`); None: the POP's first
+    /// address of the client's family (IPv6 in brackets).
+    pub redirect_host: Option<String>,
+    /// Cache nodes a path is hashed over (rendezvous hashing); empty: `redirect_host`.
+    pub cache_nodes: Vec<String>,
 }
 
 /// Which POPs may serve a domain.
@@ -275,6 +329,8 @@ pub struct Domain {
     pub answer_pops: u8,
     /// Most addresses of one POP per answer; 0 means all.
     pub max_addresses: u8,
+    /// Whether the 302 router answers for it too.
+    pub routing: RoutingMode,
 }
 
 impl Domain {
@@ -415,6 +471,10 @@ impl std::fmt::Debug for Secret {
 pub struct Overlay {
     pub dns_listen: Vec<SocketAddr>,
     pub http_listen: Option<SocketAddr>,
+    /// The HTTP 302 router's listener (`--http-router-listen`).
+    pub http_router_listen: Option<SocketAddr>,
+    /// The DoH-over-TLS listener (`--doh-tls-listen`).
+    pub doh_tls_listen: Option<SocketAddr>,
     pub city_db: Option<PathBuf>,
     pub asn_db: Option<PathBuf>,
     /// Reload on SIGHUP only, not when a file changes (`--no-watch`).
@@ -455,6 +515,12 @@ impl Config {
         }
         if overlay.http_listen.is_some() {
             self.listen.http = overlay.http_listen;
+        }
+        if overlay.http_router_listen.is_some() {
+            self.listen.http_router = overlay.http_router_listen;
+        }
+        if overlay.doh_tls_listen.is_some() {
+            self.listen.doh_tls = overlay.doh_tls_listen;
         }
         if let Some(city) = &overlay.city_db {
             self.geodata.city = Some(city.clone());
@@ -634,6 +700,17 @@ impl<'p> Validator<'p> {
         };
         let overrides = self.overrides(&file.overrides, &pop_index);
         let health = self.health(&file.health, &pop_index, &pops);
+        let doh = self.doh(&file.doh);
+        let tls = file.tls.as_ref().map(|t| TlsFiles {
+            certificate: self.resolve_path(&t.value.certificate.value),
+            key: self.resolve_path(&t.value.key.value),
+        });
+        if let (Some(at), None) = (&file.listen.doh_tls, &file.tls) {
+            self.problem(
+                &at.referenced,
+                "listen.doh-tls: no `tls:` section: expected `tls: {certificate: FILE, key: FILE}`",
+            );
+        }
         if let (Fallback::Country(code), Some(at)) = (&unknown_location, &file.unknown_location)
             && !pops.iter().any(|p| p.country == *code)
             && !overrides.countries.contains_key(code)
@@ -670,6 +747,8 @@ impl<'p> Validator<'p> {
             domains,
             overrides,
             health,
+            doh,
+            tls,
             lines: Lines {
                 domains: domain_lines,
                 zones: zone_lines,
@@ -679,6 +758,7 @@ impl<'p> Validator<'p> {
                     .as_ref()
                     .map_or(0, |s| s.referenced.line()),
                 geodata_asn: file.geodata.asn.as_ref().map_or(0, |s| s.referenced.line()),
+                tls: file.tls.as_ref().map_or(0, |t| t.referenced.line()),
             },
         })
     }
@@ -694,14 +774,50 @@ impl<'p> Validator<'p> {
                 ),
             }
         }
-        if let Some(addr) = &listen.http {
-            match SocketAddr::from_str(&addr.value) {
-                Ok(a) => out.http = Some(a),
-                Err(_) => self.problem(
-                    &addr.referenced,
-                    format!("listen.http: `{}` is not an address:port", addr.value),
-                ),
+        out.http = self.socket_addr(listen.http.as_ref(), "http");
+        out.doh_tls = self.socket_addr(listen.doh_tls.as_ref(), "doh-tls");
+        out.http_router = self.socket_addr(listen.http_router.as_ref(), "http-router");
+        out
+    }
+
+    fn socket_addr(&mut self, addr: Option<&Spanned<String>>, key: &str) -> Option<SocketAddr> {
+        let addr = addr?;
+        let parsed = SocketAddr::from_str(addr.value.trim()).ok();
+        if parsed.is_none() {
+            self.problem(
+                &addr.referenced,
+                format!("listen.{key}: `{}` is not an address:port", addr.value),
+            );
+        }
+        parsed
+    }
+
+    fn doh(&mut self, doh: &file::DohFile) -> DohSettings {
+        let mut out = DohSettings::default();
+        for proxy in &doh.trusted_proxies {
+            let text = proxy.value.trim();
+            let network = match IpNetwork::from_str(text) {
+                Ok(n) => n,
+                Err(e) => {
+                    self.problem(
+                        &proxy.referenced,
+                        format!("doh.trusted-proxies: `{text}` is not an address or network: {e}"),
+                    );
+                    continue;
+                }
+            };
+            if network.network() != network.ip() {
+                self.problem(
+                    &proxy.referenced,
+                    format!(
+                        "doh.trusted-proxies: {network} has host bits set (did you mean {}/{}?)",
+                        network.network(),
+                        network.prefix()
+                    ),
+                );
+                continue;
             }
+            out.trusted_proxies.push(network);
         }
         out
     }
@@ -1007,7 +1123,43 @@ impl<'p> Validator<'p> {
                     }
                 },
             };
+            let redirect_host =
+                pop.redirect_host.as_ref().and_then(|host| {
+                    match parse_redirect_host(&host.value) {
+                        Ok(host) => Some(host),
+                        Err(reason) => {
+                            self.problem(
+                                &host.referenced,
+                                format!("pop {id}: redirect-host `{}` {reason}", host.value),
+                            );
+                            None
+                        }
+                    }
+                });
+            let mut cache_nodes: Vec<String> = Vec::new();
+            let mut node_lines: HashMap<String, u64> = HashMap::new();
+            for node in &pop.cache_nodes {
+                match parse_redirect_host(&node.value) {
+                    Ok(host) => {
+                        if let Some(first) = node_lines.insert(host.clone(), node.referenced.line())
+                        {
+                            self.problem(
+                                &node.referenced,
+                                format!("pop {id}: cache node {host} is listed twice (first on line {first})"),
+                            );
+                        } else {
+                            cache_nodes.push(host);
+                        }
+                    }
+                    Err(reason) => self.problem(
+                        &node.referenced,
+                        format!("pop {id}: cache node `{}` {reason}", node.value),
+                    ),
+                }
+            }
             out.push(Pop {
+                redirect_host,
+                cache_nodes,
                 id,
                 city: pop.city.clone(),
                 country,
@@ -1270,8 +1422,23 @@ impl<'p> Validator<'p> {
                 Some(p) => p.value,
                 None => 1,
             };
+            let routing = match &d.routing {
+                None => RoutingMode::Dns,
+                Some(r) => match r.value.as_str() {
+                    "dns" => RoutingMode::Dns,
+                    "http" => RoutingMode::Http,
+                    other => {
+                        self.problem(
+                            &r.referenced,
+                            format!("domain {name}: routing `{other}`: expected dns or http"),
+                        );
+                        RoutingMode::Dns
+                    }
+                },
+            };
             lines.push(at.line());
             out.push(Domain {
+                routing,
                 name,
                 served,
                 origins,
@@ -1585,6 +1752,39 @@ pub fn parse_name(text: &str) -> Result<Name, String> {
         return Err("the root is not a domain".into());
     }
     Ok(name.to_lowercase())
+}
+
+/// A host for a URL authority: a host name (lower-cased, no trailing dot), an IPv4
+/// address, or an IPv6 address (bare or in brackets; returned in brackets). The
+/// error completes "`text` ...".
+pub fn parse_redirect_host(text: &str) -> Result<String, String> {
+    let text = text.trim();
+    let bare = text
+        .strip_prefix('[')
+        .and_then(|t| t.strip_suffix(']'))
+        .unwrap_or(text);
+    match IpAddr::from_str(bare) {
+        Ok(IpAddr::V4(a)) if bare == text => return Ok(a.to_string()),
+        Ok(IpAddr::V6(a)) => return Ok(format!("[{a}]")),
+        _ => {}
+    }
+    let host = text.trim_end_matches('.').to_ascii_lowercase();
+    let valid = !host.is_empty()
+        && host.len() <= 253
+        && host.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        });
+    if valid {
+        Ok(host)
+    } else {
+        Err("is neither a host name nor an IP address".into())
+    }
 }
 
 /// Whether `text` can be sent as an HTTP bearer token (RFC 6750 section 2.1:

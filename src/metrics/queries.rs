@@ -61,16 +61,19 @@ const SCOPE_BUCKETS: [f64; 13] = [
 enum Transport {
     Udp,
     Tcp,
+    /// DNS over HTTPS (RFC 8484), on the control plane or the TLS listener.
+    Doh,
 }
 
 impl Transport {
-    const ALL: [Transport; 2] = [Transport::Udp, Transport::Tcp];
+    const ALL: [Transport; 3] = [Transport::Udp, Transport::Tcp, Transport::Doh];
 
     /// The label value.
     fn label(self) -> &'static str {
         match self {
             Transport::Udp => "udp",
             Transport::Tcp => "tcp",
+            Transport::Doh => "doh",
         }
     }
 }
@@ -670,17 +673,27 @@ impl std::fmt::Debug for UdpRecorder {
     }
 }
 
-/// Counts TCP queries straight into the shared counters: TCP is rare next to UDP,
-/// and its tasks move between threads.
+/// Counts TCP (and DoH) queries straight into the shared counters: both are rare
+/// next to UDP, and their tasks move between threads.
 #[derive(Clone)]
 pub struct TcpRecorder {
     metrics: Metrics,
+    transport: Transport,
 }
 
 impl TcpRecorder {
     pub(super) fn new(metrics: &Metrics) -> Self {
         Self {
             metrics: metrics.clone(),
+            transport: Transport::Tcp,
+        }
+    }
+
+    /// The same, counting under `transport="doh"`.
+    pub(super) fn doh(metrics: &Metrics) -> Self {
+        Self {
+            metrics: metrics.clone(),
+            transport: Transport::Doh,
         }
     }
 
@@ -692,7 +705,7 @@ impl TcpRecorder {
     /// Counts one answered query.
     pub fn record(&self, snapshot: &Arc<Snapshot>, reply: &Reply, trace: &Trace) {
         let shared = &self.metrics.queries;
-        if let Some(counter) = shared.query_counter(Transport::Tcp, query_index(reply)) {
+        if let Some(counter) = shared.query_counter(self.transport, query_index(reply)) {
             counter.inc();
         }
         shared.ecs[usize::from(reply.ecs.is_some())].inc();
