@@ -12,8 +12,9 @@ use hickory_proto::rr::Name;
 use crate::config::{Config, ConfigError, Domain, Problem};
 use crate::geo::GeoDb;
 use crate::health::LiveView;
+use crate::routing::cache::RankingCache;
 use crate::routing::{Client, Decision, Family, Router};
-use crate::zone::Zone;
+use crate::zone::{Conflict, Zone};
 
 /// The published snapshot, swapped atomically on reload.
 pub type Shared = Arc<ArcSwap<Snapshot>>;
@@ -33,6 +34,8 @@ pub struct Snapshot {
     /// Live health of this snapshot's POPs, indexed like `config.pops`; written
     /// only by the health keeper (`health::Health`), loaded once per decision.
     pub live: ArcSwap<LiveView>,
+    /// Rankings per client location, this snapshot's own: a reload starts empty.
+    pub rankings: RankingCache,
     /// Served name (lower-case wire form) → domain.
     exact: HashMap<Box<[u8]>, DomainId>,
     /// For `*.example.org`: the wire form of `example.org.<suffix>` → domain.
@@ -91,7 +94,7 @@ impl Snapshot {
                 ));
                 continue;
             };
-            if let Err(zone_line) = zone.reserve(&domain.served) {
+            if let Err(conflict) = zone.reserve(&domain.served) {
                 let file = config
                     .zones
                     .iter()
@@ -102,10 +105,21 @@ impl Snapshot {
                     &config.source,
                     line,
                     None,
-                    format!(
-                        "domain {}: {} also has static records ({file} line {zone_line}); a name is either geo-routed or static",
-                        domain.name, domain.served
-                    ),
+                    match conflict {
+                        Conflict::Records(zone_line) => format!(
+                            "domain {}: {} also has static records ({file} line {zone_line}); a name is either geo-routed or static",
+                            domain.name, domain.served
+                        ),
+                        Conflict::Delegated(zone_line) => format!(
+                            "domain {}: {} lies below a zone cut ({file} line {zone_line}); its answers belong to the delegated zone",
+                            domain.name, domain.served
+                        ),
+                        Conflict::Shadowed(zone_line) => format!(
+                            "domain {}: static names below {} ({file} line {zone_line}) would never be routed (a wildcard does not cover names that exist); move them out or list them as domains",
+                            domain.name,
+                            domain.served.base_name()
+                        ),
+                    },
                 ));
                 continue;
             }
@@ -126,6 +140,7 @@ impl Snapshot {
             geo,
             router,
             live,
+            rankings: RankingCache::default(),
             exact,
             wildcards,
         })
@@ -172,8 +187,9 @@ impl Snapshot {
 
     /// Routes one query for a geo-routed name.
     pub fn decide(&self, id: DomainId, family: Family, client: &Client) -> Decision {
-        self.router.decide(
+        self.router.decide_cached(
             &self.geo,
+            &self.rankings,
             self.domain(id),
             family,
             client,

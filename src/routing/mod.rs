@@ -18,6 +18,7 @@
 //! Deciding is a pure function of the router (built once per snapshot), the geo
 //! databases, the client and the [`LiveView`]: no I/O, no clock, no allocation.
 
+pub mod cache;
 pub mod distance;
 
 use std::collections::HashMap;
@@ -32,6 +33,7 @@ use crate::config::{
 };
 use crate::geo::{Code, GeoDb, Location};
 use crate::health::LiveView;
+use cache::{Key, Ranking, RankingCache};
 use distance::Point;
 
 /// Address family of the records asked for.
@@ -66,14 +68,22 @@ impl Client {
         }
     }
 
+    /// The client of a query: its ECS subnet when that says anything once capped
+    /// by policy, else the resolver itself (RFC 7871 section 7.1.2: SOURCE /0
+    /// means "use the resolver's address"; a policy cap of 0 means the same).
+    pub fn for_query(subnet: Option<(IpAddr, u8)>, source: IpAddr, policy: &EcsPolicy) -> Self {
+        match subnet {
+            Some((addr, prefix)) if prefix.min(policy.cap(addr)) > 0 => {
+                Self::from_ecs(addr, prefix, policy)
+            }
+            _ => Self::from_source(source),
+        }
+    }
+
     /// An ECS subnet, capped by policy so that Meridian never decides (nor asks
     /// resolvers to cache) on more bits than it means to.
     pub fn from_ecs(addr: IpAddr, source_prefix: u8, policy: &EcsPolicy) -> Self {
-        let cap = match addr {
-            IpAddr::V4(_) => policy.max_source_prefix_v4,
-            IpAddr::V6(_) => policy.max_source_prefix_v6,
-        };
-        let prefix = source_prefix.min(cap).min(full_length(addr));
+        let prefix = source_prefix.min(policy.cap(addr)).min(full_length(addr));
         Self {
             addr: mask(addr, prefix),
             prefix,
@@ -258,6 +268,66 @@ impl Router {
         self.decide_at(&location, domain, family, client, live)
     }
 
+    /// Decides as [`Router::decide`] does, the same decision, with the ranking of
+    /// POPs eligible by config taken from `cache` (and computed into it on a miss):
+    /// the cost no longer grows with the number of POPs, and a hit skips decoding
+    /// the City record. Live health is applied to the cached order per query.
+    pub fn decide_cached(
+        &self,
+        geo: &GeoDb,
+        cache: &RankingCache,
+        domain: &Domain,
+        family: Family,
+        client: &Client,
+        live: &LiveView,
+    ) -> Decision {
+        let mut location = geo.locate_networks(client.addr);
+        let Some(city_record) = location.city_record else {
+            // Not in the City database: no fields to decode, overrides or the
+            // fallback decide.
+            return self.decide_with(&location, None, domain, family, client, live);
+        };
+        let client_isp = location.asn.and_then(|asn| self.asn_isp.get(&asn).copied());
+        let key = Key::new(city_record, client_isp, domain.coverage, family);
+        let ranking = cache.get(&key).unwrap_or_else(|| {
+            let ranking = self.ranking(&geo.locate(client.addr), client_isp, domain, family);
+            cache.insert(key, ranking);
+            ranking
+        });
+        location.coordinates = ranking.coordinates;
+        location.country = ranking.country;
+        location.continent = ranking.continent;
+        self.decide_with(&location, Some(&ranking), domain, family, client, live)
+    }
+
+    /// The ranking of POPs eligible by config for a located client, to cache.
+    fn ranking(
+        &self,
+        location: &Location,
+        client_isp: Option<IspId>,
+        domain: &Domain,
+        family: Family,
+    ) -> Ranking {
+        let scored = match location.coordinates {
+            Some(coordinates) => {
+                let point = Point::new(coordinates);
+                (0..self.pops.len())
+                    .map(|i| PopId(i as u16))
+                    .filter(|id| self.eligible(*id, domain.coverage, family))
+                    .map(|id| (self.terms(id, &point, client_isp).total, id))
+                    .collect()
+            }
+            // Never scored: overrides or the fallback decide.
+            None => Vec::new(),
+        };
+        Ranking::new(
+            location.coordinates,
+            location.country,
+            location.continent,
+            scored,
+        )
+    }
+
     /// Decides for an already located client.
     pub fn decide_at(
         &self,
@@ -267,14 +337,25 @@ impl Router {
         client: &Client,
         live: &LiveView,
     ) -> Decision {
-        let client_isp = location.asn.and_then(|asn| self.asn_isp.get(&asn).copied());
+        self.decide_with(location, None, domain, family, client, live)
+    }
+
+    /// Decides for a located client, with the scored order from the cache if given.
+    fn decide_with(
+        &self,
+        location: &Location,
+        cached: Option<&Ranking>,
+        domain: &Domain,
+        family: Family,
+        client: &Client,
+        live: &LiveView,
+    ) -> Decision {
         // With every POP usable, health filters nothing: skip it.
         let health = (!live.all_usable()).then_some(live);
-        let (mut ranked, mut basis) =
-            self.rank(location, client_isp, domain, family, client, health);
+        let (mut ranked, mut basis) = self.rank(location, cached, domain, family, client, health);
         let mut fail_open = false;
         if ranked[0].is_none() && health.is_some() {
-            let (open, open_basis) = self.rank(location, client_isp, domain, family, client, None);
+            let (open, open_basis) = self.rank(location, cached, domain, family, client, None);
             if open[0].is_some() {
                 (ranked, basis, fail_open) = (open, open_basis, true);
             }
@@ -298,9 +379,20 @@ impl Router {
                     scope = client.prefix;
                 }
                 if moved {
-                    // Still up, only loaded: the best failover for a moved client
-                    // when there is no third.
-                    (first, second) = (Some(runner_up), third.or(Some(best)));
+                    // Go to the first of the next two that still takes new clients
+                    // (a drained or saturated runner-up must not inherit them); if
+                    // neither does, the runner-up all the same. The shedding POP
+                    // is still up, only loaded: the last failover.
+                    let target = [Some(runner_up), third]
+                        .into_iter()
+                        .flatten()
+                        .find(|id| live.shed(*id) < 1.0)
+                        .unwrap_or(runner_up);
+                    let next = [Some(runner_up), third, Some(best)]
+                        .into_iter()
+                        .flatten()
+                        .find(|id| *id != target);
+                    (first, second) = (Some(target), next);
                 }
                 shed = Some(Shed { from: best, moved });
             }
@@ -333,12 +425,13 @@ impl Router {
     fn rank(
         &self,
         location: &Location,
-        client_isp: Option<IspId>,
+        cached: Option<&Ranking>,
         domain: &Domain,
         family: Family,
         client: &Client,
         health: Option<&LiveView>,
     ) -> (Ranked, Basis) {
+        let client_isp = location.asn.and_then(|asn| self.asn_isp.get(&asn).copied());
         let eligible = |id: PopId| {
             self.eligible(id, domain.coverage, family) && health.is_none_or(|l| l.usable(id))
         };
@@ -357,8 +450,13 @@ impl Router {
         {
             (picked, Basis::ContinentOverride { continent })
         } else if let Some(coordinates) = location.coordinates {
-            let point = Point::new(coordinates);
-            (self.best_three(&point, client_isp, eligible), Basis::Score)
+            // The cached order holds the config-eligible POPs best first, so the
+            // first three of it that pass `eligible` are what a scan would find,
+            // unless it was cut short before three passed.
+            let ranked = cached
+                .and_then(|ranking| ranking.first_three(eligible))
+                .unwrap_or_else(|| self.best_three(&Point::new(coordinates), client_isp, eligible));
+            (ranked, Basis::Score)
         } else {
             (self.fallback_three(client_isp, eligible), Basis::Fallback)
         }
@@ -1325,6 +1423,27 @@ overrides:
     }
 
     #[test]
+    fn a_query_whose_subnet_says_nothing_is_the_resolver() {
+        let resolver = v4(198, 51, 100, 9);
+        let from_source = Client::from_source(resolver);
+        let policy = default_policy();
+        // SOURCE /0 in the query.
+        let zero = Some((v4(203, 0, 113, 77), 0));
+        assert_eq!(Client::for_query(zero, resolver, &policy), from_source);
+        // A policy that uses no bits of IPv4 subnets.
+        let ignore_v4 = EcsPolicy {
+            max_source_prefix_v4: 0,
+            ..policy
+        };
+        let subnet = Some((v4(203, 0, 113, 0), 24));
+        assert_eq!(Client::for_query(subnet, resolver, &ignore_v4), from_source);
+        assert_eq!(
+            Client::for_query(subnet, resolver, &policy),
+            Client::from_ecs(v4(203, 0, 113, 0), 24, &policy)
+        );
+    }
+
+    #[test]
     fn ipv4_mapped_source_is_treated_as_ipv4() {
         let mapped = IpAddr::V6(Ipv4Addr::new(203, 0, 113, 200).to_ipv6_mapped());
         let client = Client::from_source(mapped);
@@ -1468,6 +1587,16 @@ overrides:
             &live,
         );
         assert_eq!(decision.scope, 0);
+    }
+
+    #[test]
+    fn a_drained_runner_up_does_not_inherit_shed_clients() {
+        let world = World::with("");
+        let live = world.live(&[("fra", shedding(1.0)), ("lhr", shedding(1.0))]);
+        let client = subnet(v4(10, 1, 0, 0), 24);
+        let decision =
+            world.decide_live(&frankfurt(), "www.example.com", Family::V4, &client, &live);
+        assert_eq!(world.names(&decision), (Some("pek"), Some("lhr")));
     }
 
     #[test]

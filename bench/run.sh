@@ -1,0 +1,164 @@
+#!/usr/bin/env bash
+# Side by side on loopback: gdnsd (geoip, nearest by distance, ECS on), NSD serving
+# a static A record (the ceiling), and Meridian (the reference world on the full
+# databases, load scoring on). Each server is pinned to core 0 and the load
+# generator to core 1; every run is bounded in time. Prints medians and ratios.
+#
+#   bench/run.sh            # ROUNDS=3 SECONDS_PER_RUN=10 by default
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+GEO=${GEO:-$ROOT/../shared/geodata}
+ROUNDS=${ROUNDS:-3}
+SECS=${SECONDS_PER_RUN:-10}
+QUERIES=${QUERIES:-200000}
+WORK=$(mktemp -d /tmp/meridian-bench.XXXXXX)
+PIDS=()
+cleanup() { for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done; }
+trap cleanup EXIT
+
+[ -f "$GEO/GeoLite2-City.mmdb" ] && [ -f "$GEO/ASN.mmdb" ] || { echo "need $GEO/GeoLite2-City.mmdb and ASN.mmdb" >&2; exit 1; }
+
+# Peers from Debian, if missing.
+need=()
+command -v gdnsd >/dev/null || [ -x /usr/sbin/gdnsd ] || need+=(gdnsd)
+command -v nsd >/dev/null || [ -x /usr/sbin/nsd ] || need+=(nsd)
+command -v dnsperf >/dev/null || need+=(dnsperf)
+if [ ${#need[@]} -gt 0 ]; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+export PATH=$PATH:/usr/sbin
+
+cargo build --release --bin meridian --example loadgen 2>&1 | tail -1
+LOADGEN=$ROOT/target/release/examples/loadgen
+MERIDIAN=$ROOT/target/release/meridian
+
+# Queries: ECS-varying from real networks, and the same name without ECS.
+$LOADGEN generate --asn-db "$GEO/ASN.mmdb" --out "$WORK/ecs.txt" --count "$QUERIES" --aaaa-share 0 2>&1
+printf 'www.example.com.cdn.test. A\n' > "$WORK/static.txt"
+# dnsperf: the static name, no ECS.
+printf 'www.example.com.cdn.test. A\n' > "$WORK/dnsperf.txt"
+
+# --- gdnsd: the 26 POPs as datacenters with their coordinates (auto_dc_coords).
+G=$WORK/gdnsd; mkdir -p "$G/zones"
+POPS=$ROOT/../shared/scenario/pops.csv
+{
+  echo 'options => { listen => [ 127.0.0.1:5301 ], udp_threads => 1, tcp_threads => 1, edns_client_subnet => true, zones_strict_data => false }'
+  echo 'plugins => { geoip => {'
+  echo '  maps => { world => {'
+  echo "    geoip2_db => $GEO/GeoLite2-City.mmdb"
+  echo "    datacenters => [ $(tail -n +2 "$POPS" | cut -d, -f1 | tr '\n' ' ') ]"
+  echo '    auto_dc_coords => {'
+  tail -n +2 "$POPS" | awk -F, '{printf "      %s => [ %s, %s ]\n", $1, $5, $6}'
+  echo '    }'
+  echo '  } }'
+  echo '  resources => { www => { map => world, dcmap => {'
+  tail -n +2 "$POPS" | awk -F, '{printf "      %s => [ %s, %s ]\n", $1, $7, $8}'
+  echo '  } } }'
+  echo '} }'
+} > "$G/config"
+cat > "$G/zones/cdn.test" <<'ZONE'
+$TTL 30
+@ SOA ns1 hostmaster 1 7200 900 1209600 300
+@ NS ns1
+ns1 A 127.0.0.1
+www.example.com 30 DYNA geoip!www
+ZONE
+
+# --- NSD: the same name, one static A record.
+N=$WORK/nsd; mkdir -p "$N"
+cat > "$N/cdn.test.zone" <<'ZONE'
+$TTL 30
+@ SOA ns1 hostmaster 1 7200 900 1209600 300
+@ NS ns1
+ns1 A 127.0.0.1
+www.example.com A 192.0.2.1
+ZONE
+cat > "$N/nsd.conf" <<CONF
+server:
+  ip-address: 127.0.0.1@5302
+  server-count: 1
+  username: ""
+  zonesdir: "$N"
+  pidfile: "$N/nsd.pid"
+  database: ""
+  xfrdfile: "$N/xfrd.state"
+  zonelistfile: "$N/zone.list"
+  logfile: "$N/nsd.log"
+  hide-version: yes
+  rrl-ratelimit: 0
+  verbosity: 0
+remote-control:
+  control-enable: no
+zone:
+  name: cdn.test
+  zonefile: cdn.test.zone
+CONF
+
+# --- Meridian: the reference world, full databases, one UDP worker on core 0.
+sed -e 's|^  dns: .*|  dns: ["127.0.0.1:5303"]|' -e 's|^  http: .*|  http: "127.0.0.1:8093"|' \
+    -e "s|^  city: .*|  city: $GEO/GeoLite2-City.mmdb|" -e "s|^  asn: .*|  asn: $GEO/ASN.mmdb|" \
+    -e "s|file: ../../zones/|file: $ROOT/zones/|" \
+    examples/world/meridian.yaml > "$WORK/meridian.yaml"
+printf 'dns:\n  udp-threads: 1\n' >> "$WORK/meridian.yaml"
+
+wait_udp() { # port
+  for _ in $(seq 100); do
+    if $LOADGEN run --server 127.0.0.1:$1 --queries "$WORK/static.txt" --duration 0.05 --sockets 1 --inflight 1 --timeout-ms 50 --json 2>/dev/null | grep -q '"answered":[1-9]'; then return 0; fi
+    sleep 0.1
+  done
+  echo "server on port $1 did not answer" >&2; return 1
+}
+
+taskset -c 0 gdnsd -c "$G" start > "$WORK/gdnsd.log" 2>&1 & PIDS+=($!)
+taskset -c 0 nsd -d -c "$N/nsd.conf" > "$WORK/nsd.log" 2>&1 & PIDS+=($!)
+taskset -c 0 "$MERIDIAN" serve --config "$WORK/meridian.yaml" --no-watch > "$WORK/meridian.log" 2>&1 & PIDS+=($!)
+MPID=$!
+wait_udp 5301 || { cat "$WORK/gdnsd.log"; exit 1; }
+wait_udp 5302 || { cat "$WORK/nsd.log"; exit 1; }
+wait_udp 5303 || { cat "$WORK/meridian.log"; exit 1; }
+
+RESULTS=$WORK/results.tsv
+: > "$RESULTS"
+run() { # label port queryfile
+  taskset -c 1 $LOADGEN run --server 127.0.0.1:$2 --queries "$3" --duration "$SECS" --sockets 4 --inflight 64 --json \
+    | sed "s/^/$1\t/" | tee -a "$RESULTS"
+}
+for round in $(seq "$ROUNDS"); do
+  echo "# round $round"
+  run gdnsd-ecs 5301 "$WORK/ecs.txt"
+  run meridian-ecs 5303 "$WORK/ecs.txt"
+  run nsd-static 5302 "$WORK/static.txt"
+  run meridian-noecs 5303 "$WORK/static.txt"
+  QPS=$(taskset -c 1 dnsperf -s 127.0.0.1 -p 5302 -d "$WORK/dnsperf.txt" -l "$SECS" -c 4 -q 256 2>&1 \
+    | awk '/Queries per second/ {printf "%d", $4}')
+  printf 'dnsperf-nsd-static\t{"qps":%s}\n' "${QPS:-0}" | tee -a "$RESULTS"
+done
+
+RSS_KB=$(awk '/VmRSS/ {print $2}' /proc/$MPID/status)
+DB_BYTES=$(( $(stat -c %s "$GEO/GeoLite2-City.mmdb") + $(stat -c %s "$GEO/ASN.mmdb") ))
+
+python3 - "$RESULTS" "$RSS_KB" "$DB_BYTES" <<'PY'
+import json, statistics, sys
+rows = {}
+for line in open(sys.argv[1]):
+    label, _, data = line.rstrip("\n").partition("\t")
+    rows.setdefault(label, []).append(json.loads(data))
+def med(label, key):
+    values = [r.get(key, 0) for r in rows.get(label, [])]
+    return statistics.median(values) if values else float("nan")
+print()
+print("| run | queries/s (median) | p50 ms | p99 ms | p999 ms | timeouts (sum) |")
+print("|---|---|---|---|---|---|")
+for label in rows:
+    t = sum(r.get("timeouts", 0) for r in rows[label])
+    print(f"| {label} | {med(label,'qps'):.0f} | {med(label,'p50_ms'):.3f} | {med(label,'p99_ms'):.3f} | {med(label,'p999_ms'):.3f} | {t} |")
+print()
+print(f"Meridian / gdnsd (ECS-varying):   {med('meridian-ecs','qps')/med('gdnsd-ecs','qps'):.2f}x queries/s; p99 {med('meridian-ecs','p99_ms'):.3f} vs {med('gdnsd-ecs','p99_ms'):.3f} ms")
+print(f"Meridian / NSD static ceiling:    {med('meridian-ecs','qps')/med('nsd-static','qps'):.2f}x (ECS-varying geo vs static)")
+print(f"Meridian (no ECS) / NSD static:   {med('meridian-noecs','qps')/med('nsd-static','qps'):.2f}x")
+print(f"loadgen / dnsperf on NSD static:  {med('nsd-static','qps')/med('dnsperf-nsd-static','qps'):.2f}x")
+rss = int(sys.argv[2]) * 1024; db = int(sys.argv[3])
+print(f"Meridian RSS {rss/2**20:.0f} MiB with databases of {db/2**20:.0f} MiB: {rss/db:.2f}x")
+PY

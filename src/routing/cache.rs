@@ -1,0 +1,383 @@
+//! Rankings cached per client location, so that a decision costs the same at
+//! thousands of POPs as at a few dozen.
+//!
+//! Scoring scans every POP: about 1 µs at 26 POPs, over 100 µs at 3,200. But the
+//! ranking depends only on the City record the client falls in (coordinates,
+//! country, continent: addresses with the same record offset share all of them),
+//! the client's ISP, the domain's coverage and the address family. So the order of
+//! the POPs eligible by config is computed once per such key and kept here, with
+//! the record's location fields, which lets a hit skip decoding the City record
+//! too. Everything live is applied per query on the cached order: usable (health
+//! and drains), shedding, fail-open, degraded TTLs; network overrides are checked
+//! on the address before the cache is consulted, country and continent overrides
+//! on the cached fields, exactly as without the cache.
+//!
+//! The cache belongs to one snapshot: a reload (new POPs, weights, ISPs or
+//! databases) starts with an empty one, so nothing stale can be served.
+
+use quick_cache::sync::Cache;
+
+use crate::config::{Coverage, IspId, PopId};
+use crate::geo::{Code, Coordinates};
+
+/// Entries kept: distinct (City record, ISP, coverage, family) keys. GeoLite2 City
+/// has on the order of 100k records, most of them rarely asked for; an entry is
+/// under 100 bytes with the cache's own bookkeeping, so this is about 10 MiB at
+/// most, next to the 60 MiB City database it saves work on.
+pub const RANKING_CACHE_ENTRIES: usize = 131_072;
+
+/// POPs kept per ranking, best first. A decision needs three usable ones; when
+/// health has taken so many of these out that fewer than three remain, the
+/// decision scans every POP as if uncached.
+pub const RANKED_POPS: usize = 8;
+
+/// Cached rankings of one snapshot.
+// quick_cache rather than a map behind a lock or moka: it is bounded, sharded
+// (readers on different shards never touch the same lock), evicts by S3-FIFO (a
+// scan of one-off clients cannot flush the popular records), runs no background
+// threads, and keeps a few-word value with little overhead; moka's sync cache
+// brings housekeeping threads and more memory per entry than this value needs.
+pub struct RankingCache {
+    entries: Cache<Key, Ranking>,
+}
+
+impl std::fmt::Debug for RankingCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RankingCache")
+            .field("entries", &self.entries.len())
+            .finish()
+    }
+}
+
+impl Default for RankingCache {
+    fn default() -> Self {
+        Self::new(RANKING_CACHE_ENTRIES)
+    }
+}
+
+/// What a ranking depends on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Key {
+    /// Offset of the City record (`Location::city_record`).
+    pub city_record: u32,
+    /// The client's ISP, if its ASN belongs to one.
+    pub isp: Option<IspId>,
+    /// The domain's coverage region (POPs outside it are not eligible), as
+    /// `Coverage as u8`.
+    pub coverage: u8,
+    /// The address family asked for (POPs without one are not eligible).
+    pub family: super::Family,
+}
+
+/// A City record's location fields and the best POPs for it, eligible by config
+/// (admin up, in the coverage, with an address of the family), best first.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Ranking {
+    pub coordinates: Option<Coordinates>,
+    pub country: Option<Code>,
+    pub continent: Option<Code>,
+    order: [PopId; RANKED_POPS],
+    len: u8,
+    /// Every eligible POP is in `order`: no scan can find another.
+    complete: bool,
+}
+
+impl RankingCache {
+    /// An empty cache holding up to `entries` rankings.
+    pub fn new(entries: usize) -> Self {
+        Self {
+            entries: Cache::new(entries.max(1)),
+        }
+    }
+
+    /// The ranking for `key`, if cached.
+    pub fn get(&self, key: &Key) -> Option<Ranking> {
+        self.entries.get(key)
+    }
+
+    /// Keeps a ranking.
+    pub fn insert(&self, key: Key, ranking: Ranking) {
+        self.entries.insert(key, ranking);
+    }
+
+    /// Rankings held.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether nothing is cached.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+impl Key {
+    /// The key of a located client's ranking for a domain's coverage and a family.
+    pub fn new(
+        city_record: u32,
+        isp: Option<IspId>,
+        coverage: Coverage,
+        family: super::Family,
+    ) -> Self {
+        Self {
+            city_record,
+            isp,
+            coverage: coverage as u8,
+            family,
+        }
+    }
+}
+
+impl Ranking {
+    /// A ranking from location fields and the scored eligible POPs, in any order.
+    pub(super) fn new(
+        coordinates: Option<Coordinates>,
+        country: Option<Code>,
+        continent: Option<Code>,
+        mut scored: Vec<(f64, PopId)>,
+    ) -> Self {
+        // Lower score first, ties to the POP listed first: the order `best_three`
+        // keeps.
+        let by_score = |a: &(f64, PopId), b: &(f64, PopId)| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1));
+        let complete = scored.len() <= RANKED_POPS;
+        if !complete {
+            scored.select_nth_unstable_by(RANKED_POPS - 1, by_score);
+            scored.truncate(RANKED_POPS);
+        }
+        scored.sort_unstable_by(by_score);
+        let mut order = [PopId(0); RANKED_POPS];
+        for (slot, (_, id)) in order.iter_mut().zip(&scored) {
+            *slot = *id;
+        }
+        Self {
+            coordinates,
+            country,
+            continent,
+            order,
+            len: scored.len() as u8,
+            complete,
+        }
+    }
+
+    /// The first three POPs of the order that pass `usable`; None if the order was
+    /// cut short and fewer than three of it pass (then only a full scan can say).
+    pub(super) fn first_three(&self, usable: impl Fn(PopId) -> bool) -> Option<super::Ranked> {
+        let mut picked: super::Ranked = [None; 3];
+        let mut found = 0;
+        for id in &self.order[..usize::from(self.len)] {
+            if usable(*id) {
+                picked[found] = Some(*id);
+                found += 1;
+                if found == 3 {
+                    return Some(picked);
+                }
+            }
+        }
+        self.complete.then_some(picked)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::{IpAddr, Ipv4Addr};
+    use std::path::Path;
+
+    use super::*;
+    use crate::config::Config;
+    use crate::geo::GeoDb;
+    use crate::geo::build::{AsnEntry, CityEntry, Source};
+    use crate::health::{LiveView, PopLive};
+    use crate::routing::{Client, Family, Router};
+
+    /// SplitMix64: the same "random" worlds on every run.
+    struct Draw(u64);
+
+    impl Draw {
+        fn next(&mut self) -> u64 {
+            self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = self.0;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            z ^ (z >> 31)
+        }
+
+        fn below(&mut self, n: u64) -> u64 {
+            self.next() % n
+        }
+
+        /// Uniform in [lo, hi).
+        fn within(&mut self, lo: f64, hi: f64) -> f64 {
+            lo + (self.next() >> 11) as f64 / (1_u64 << 53) as f64 * (hi - lo)
+        }
+    }
+
+    const COUNTRIES: [(&str, &str); 8] = [
+        ("DE", "EU"),
+        ("CN", "AS"),
+        ("JP", "AS"),
+        ("US", "NA"),
+        ("NZ", "OC"),
+        ("BR", "SA"),
+        ("ZA", "AF"),
+        ("FR", "EU"),
+    ];
+    const ASNS: [u32; 5] = [4134, 4837, 9808, 3320, 64_500];
+
+    /// 300 POPs (far more than a ranking keeps) on three ISPs or none, some down,
+    /// some without IPv6, mainland China among them; one domain per coverage;
+    /// network, country and continent overrides.
+    fn world(draw: &mut Draw) -> Config {
+        let mut text = String::from(
+            "version: 1\nzones:\n  - {origin: cdn.test., file: cdn.test.zone}\ncdn-suffix: cdn.test.\n\
+             isps:\n  telecom: [4134]\n  unicom: [4837]\n  mobile: [9808]\npops:\n",
+        );
+        for i in 0..300 {
+            let (country, continent) = COUNTRIES[draw.below(COUNTRIES.len() as u64) as usize];
+            let isp =
+                ["", ", isp: telecom", ", isp: unicom", ", isp: mobile"][draw.below(4) as usize];
+            let admin = if draw.below(10) == 0 {
+                ", admin: down"
+            } else {
+                ""
+            };
+            let v6 = if draw.below(3) == 0 {
+                String::new()
+            } else {
+                format!(", \"2001:db8:{i:x}::1\"")
+            };
+            text.push_str(&format!(
+                "  - {{id: p{i}, country: {country}, continent: {continent}, latitude: {:.3}, \
+                 longitude: {:.3}{isp}{admin}, addresses: [10.9.{}.{}{v6}]}}\n",
+                draw.within(-60.0, 70.0),
+                draw.within(-180.0, 180.0),
+                i >> 8,
+                i & 0xff,
+            ));
+        }
+        text.push_str(
+            "domains:\n  - {name: www.example.com, origins: [{host: origin.example.com}]}\n  \
+             - {name: cn.example.com, coverage: mainland-china, origins: [{host: origin.example.com}]}\n  \
+             - {name: intl.example.com, coverage: global-excluding-mainland-china, origins: [{host: origin.example.com}], answer: {pops: 2}}\n\
+             overrides:\n  networks:\n    - {network: 100.64.0.0/16, pops: [p1, p2]}\n  \
+             countries:\n    NZ: [p3, p4]\n  continents:\n    SA: [p5]\n",
+        );
+        Config::parse(&text, Path::new("cache-test.yaml"))
+            .unwrap_or_else(|e| panic!("test world is invalid:\n{e}"))
+    }
+
+    /// 200 City networks (/16s of 100.64.0.0/10, some with no coordinates) and ASN
+    /// networks that cut across them.
+    fn geodata(draw: &mut Draw) -> GeoDb {
+        let mut cities = Vec::new();
+        for i in 0..200_u32 {
+            let (country, continent) = COUNTRIES[draw.below(COUNTRIES.len() as u64) as usize];
+            let located = draw.below(8) != 0;
+            cities.push(CityEntry {
+                network: format!("100.{}.{}.0/{}", 64 + i / 4, (i % 4) * 64, 18)
+                    .parse()
+                    .expect("network"),
+                city: None,
+                country: country.into(),
+                continent: continent.into(),
+                latitude: located.then(|| draw.within(-60.0, 70.0)),
+                longitude: located.then(|| draw.within(-180.0, 180.0)),
+            });
+        }
+        let asns = (0..400_u32)
+            .map(|i| AsnEntry {
+                network: format!("100.{}.{}.0/20", 64 + i / 8, (i % 8) * 32)
+                    .parse()
+                    .expect("network"),
+                asn: ASNS[draw.below(ASNS.len() as u64) as usize],
+                organization: None,
+            })
+            .collect();
+        let source = Source { cities, asns };
+        GeoDb::from_bytes(
+            Some(source.city_database().expect("city database")),
+            Some(source.asn_database().expect("asn database")),
+        )
+        .expect("geo databases")
+    }
+
+    /// Calm, or a random share of POPs down, shedding or degraded; now and then all
+    /// down, so that decisions fail open.
+    fn live_view(draw: &mut Draw, pops: usize) -> LiveView {
+        let mode = draw.below(6);
+        LiveView::new(
+            (0..pops)
+                .map(|_| match mode {
+                    0 => PopLive::default(),
+                    1 => PopLive {
+                        usable: false,
+                        ..PopLive::default()
+                    },
+                    _ => PopLive {
+                        usable: draw.below(u64::from(mode as u32)) != 0,
+                        shed: [0.0, 0.0, 0.3, 1.0][draw.below(4) as usize],
+                        degraded: draw.below(4) == 0,
+                        ..PopLive::default()
+                    },
+                })
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn cached_and_uncached_decisions_agree() {
+        let mut draw = Draw(7);
+        let config = world(&mut draw);
+        let router = Router::new(&config);
+        let geo = geodata(&mut draw);
+        // Small, so that entries are evicted and recomputed along the way.
+        let cache = RankingCache::new(64);
+        let mut scored = 0;
+        for _ in 0..400 {
+            let live = live_view(&mut draw, config.pops.len());
+            for _ in 0..25 {
+                let addr = Ipv4Addr::from(0x6440_0000 | (draw.below(1 << 22) as u32));
+                let client = if draw.below(5) == 0 {
+                    Client::from_source(IpAddr::V4(addr))
+                } else {
+                    Client::from_ecs(IpAddr::V4(addr), 24, &config.ecs)
+                };
+                let domain = &config.domains[draw.below(3) as usize];
+                let family = if draw.below(2) == 0 {
+                    Family::V4
+                } else {
+                    Family::V6
+                };
+                let expected = router.decide(&geo, domain, family, &client, &live);
+                // A miss or a hit: both must agree with the scan.
+                for _ in 0..2 {
+                    let cached = router.decide_cached(&geo, &cache, domain, family, &client, &live);
+                    assert_eq!(cached, expected, "{client:?} {family:?} {}", domain.name);
+                }
+                scored += usize::from(expected.basis == crate::routing::Basis::Score);
+            }
+        }
+        // The test covers the cached case, not only overrides and the fallback.
+        assert!(scored > 3000, "{scored}");
+        assert!(!cache.is_empty());
+    }
+
+    #[test]
+    fn a_short_order_defers_to_a_scan() {
+        let scored: Vec<(f64, PopId)> = (0..20).map(|i| (f64::from(20 - i), PopId(i))).collect();
+        let ranking = Ranking::new(None, None, None, scored);
+        // Best first, ties to the POP listed first.
+        assert_eq!(
+            ranking.first_three(|_| true),
+            Some([Some(PopId(19)), Some(PopId(18)), Some(PopId(17))])
+        );
+        // Only two of the eight kept are usable: cannot tell without a scan.
+        assert_eq!(ranking.first_three(|id| id.0 >= 18), None);
+        // An order holding every eligible POP answers whatever the health.
+        let complete = Ranking::new(None, None, None, vec![(1.0, PopId(4)), (1.0, PopId(2))]);
+        assert_eq!(
+            complete.first_three(|_| true),
+            Some([Some(PopId(2)), Some(PopId(4)), None])
+        );
+        assert_eq!(complete.first_three(|_| false), Some([None, None, None]));
+    }
+}
