@@ -170,10 +170,12 @@ pub fn explain(snapshot: &Snapshot, query: &Query) -> Result<Explanation, Explai
         None => crate::snapshot::DomainId(0),
     };
     let domain = snapshot.domain(domain_id);
-    let client = match query.ecs_prefix {
-        Some(prefix) if prefix > 0 => Client::from_ecs(query.addr, prefix, &config.ecs),
-        _ => Client::from_source(query.addr),
-    };
+    // As a query would be: the subnet as ECS, a bare address as the resolver.
+    let client = Client::for_query(
+        query.ecs_prefix.map(|prefix| (query.addr, prefix)),
+        query.addr,
+        &config.ecs,
+    );
     let location = snapshot.geo.locate(client.addr);
     let live = snapshot.live.load();
     let decision = snapshot

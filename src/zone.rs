@@ -30,6 +30,18 @@ const MAX_LABELS: usize = 127;
 /// Index of the apex node, created first.
 const APEX: usize = 0;
 
+/// Why a name cannot be reserved for routing; each carries the line of the static
+/// record in the way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Conflict {
+    /// The name owns static records.
+    Records(u64),
+    /// The name is at or below a zone cut (the NS record's line).
+    Delegated(u64),
+    /// A wildcard whose base has static names below it.
+    Shadowed(u64),
+}
+
 /// The records of one authoritative zone, validated and indexed for lookup.
 #[derive(Debug, Clone)]
 pub struct Zone {
@@ -140,21 +152,35 @@ impl Zone {
     /// `*.x.zone.` does not itself match queries here (the resolver handles wildcard
     /// geo names before asking the zone); it only makes `x.zone.` an empty non-terminal.
     ///
-    /// `Err(line)` if the name already owns static records (line of the first one), so
-    /// config validation can report the conflict. A name outside the zone is left alone
-    /// (`Ok`): the caller chose the zone with [`Zone::contains`].
-    pub fn reserve(&mut self, name: &Name) -> Result<(), u64> {
+    /// Fails, with the line of the static record in the way, if the name already owns
+    /// records, lies at or below a zone cut (its answers belong to the child zone),
+    /// or, for a wildcard, if static names exist below its base: a wildcard never
+    /// covers a name that exists (RFC 4592), so those names could not be routed and
+    /// would silently shadow part of the domain. A name outside the zone is left
+    /// alone (`Ok`): the caller chose the zone with [`Zone::contains`].
+    pub fn reserve(&mut self, name: &Name) -> Result<(), Conflict> {
         let Some(key) = Key::new(name) else {
             return Ok(());
         };
         let Some(depth) = self.tree.depth(&key) else {
             return Ok(());
         };
-        if let Some(id) = self.tree.find(key.ancestor(0)) {
-            return match self.tree.nodes[id].first {
-                Some(loc) => Err(loc.line),
-                None => Ok(()),
-            };
+        if let Some(cut) = self.tree.topmost_cut(&key, 0, depth) {
+            let line = self.tree.nodes[cut].first.map_or(0, |loc| loc.line);
+            return Err(Conflict::Delegated(line));
+        }
+        if let Some(id) = self.tree.find(key.ancestor(0))
+            && let Some(loc) = self.tree.nodes[id].first
+        {
+            return Err(Conflict::Records(loc.line));
+        }
+        if name.is_wildcard()
+            && let Some(line) = self.tree.first_record_below(key.ancestor(1))
+        {
+            return Err(Conflict::Shadowed(line));
+        }
+        if self.tree.find(key.ancestor(0)).is_some() {
+            return Ok(());
         }
         let first = usize::from(name.is_wildcard());
         if first >= depth {
@@ -327,6 +353,18 @@ fn is_dnssec_meta(rtype: RecordType) -> bool {
     matches!(rtype, RecordType::RRSIG | RecordType::NSEC)
 }
 
+/// Whether `key` names a proper descendant of `base` (both [`Key`] bytes).
+fn is_strictly_below(key: &[u8], base: &[u8]) -> bool {
+    let mut at = 0;
+    while at < key.len() {
+        at += 1 + usize::from(key[at]);
+        if key.get(at..) == Some(base) {
+            return true;
+        }
+    }
+    false
+}
+
 /// A name as lower-cased wire-format labels (root label left out), on the stack. Each
 /// ancestor of the name is a suffix of it, so walking towards the apex builds no names.
 struct Key {
@@ -423,6 +461,16 @@ impl Tree {
 
     fn find(&self, key: &[u8]) -> Option<usize> {
         self.index.get(key).copied()
+    }
+
+    /// Line of the first static record owned strictly below the name whose key is
+    /// `base` (found by label boundaries, not bytes, so a label cannot fake a match).
+    fn first_record_below(&self, base: &[u8]) -> Option<u64> {
+        self.index
+            .iter()
+            .filter(|(key, _)| is_strictly_below(key, base))
+            .filter_map(|(_, id)| self.nodes[*id].first.map(|loc| loc.line))
+            .min()
     }
 
     /// The node `skip` labels above `key`, created with any missing ancestors (which
@@ -1360,10 +1408,11 @@ deep.sub IN TXT "hidden below the cut"
     #[test]
     fn reserve_conflicts_with_static_records() {
         let mut zone = good();
-        assert_eq!(zone.reserve(&name("www.example.com.")), Err(16));
-        assert_eq!(zone.reserve(&name("WWW.example.com.")), Err(16));
-        assert_eq!(zone.reserve(&name("example.com.")), Err(4));
-        assert_eq!(zone.reserve(&name("*.wild.example.com.")), Err(21));
+        let records = |line| Err(Conflict::Records(line));
+        assert_eq!(zone.reserve(&name("www.example.com.")), records(16));
+        assert_eq!(zone.reserve(&name("WWW.example.com.")), records(16));
+        assert_eq!(zone.reserve(&name("example.com.")), records(4));
+        assert_eq!(zone.reserve(&name("*.wild.example.com.")), records(21));
         // An empty non-terminal has no static records of its own.
         assert_eq!(zone.reserve(&name("c.example.com.")), Ok(()));
         // Outside the zone: left alone.
@@ -1372,13 +1421,44 @@ deep.sub IN TXT "hidden below the cut"
     }
 
     #[test]
-    fn reserved_name_below_cut_stays_a_referral() {
+    fn a_name_at_or_below_a_cut_cannot_be_reserved() {
         let mut zone = good();
-        assert_eq!(zone.reserve(&name("geo.x.sub.example.com.")), Ok(()));
+        for below in [
+            "sub.example.com.",
+            "geo.x.sub.example.com.",
+            "*.sub.example.com.",
+        ] {
+            assert_eq!(
+                zone.reserve(&name(below)),
+                Err(Conflict::Delegated(24)),
+                "{below}"
+            );
+        }
+        // Nothing was added: the names still answer as referrals.
         assert!(matches!(
             zone.lookup(&name("geo.x.sub.example.com."), RecordType::A),
             Lookup::Delegation { .. }
         ));
+    }
+
+    #[test]
+    fn a_wildcard_cannot_shadow_static_names_below_it() {
+        let mut zone = good();
+        // `a.b.c` exists: `*.b.c` could never answer for it.
+        assert_eq!(
+            zone.reserve(&name("*.b.c.example.com.")),
+            Err(Conflict::Shadowed(20))
+        );
+        assert_eq!(
+            zone.reserve(&name("*.example.com.")),
+            Err(Conflict::Shadowed(14))
+        );
+        // A byte sequence that only looks like the base is not below it.
+        assert!(!is_strictly_below(b"\x02xb\x01c", b"\x01b\x01c"));
+        assert!(is_strictly_below(b"\x01a\x01b\x01c", b"\x01b\x01c"));
+        assert!(!is_strictly_below(b"\x01b\x01c", b"\x01b\x01c"));
+        // Nothing below: fine.
+        assert_eq!(zone.reserve(&name("*.fresh.example.com.")), Ok(()));
     }
 
     #[test]

@@ -269,7 +269,7 @@ fn world_example_passes_check() {
         String::from_utf8_lossy(&output.stderr)
     );
     assert!(
-        stdout.contains(": ok (1 zones, 26 POPs, 2 domains)"),
+        stdout.contains(": ok (1 zones, 26 POPs, 3 domains)"),
         "stdout: {stdout}"
     );
 }
@@ -509,6 +509,46 @@ fn geo_routed_name_with_static_records_is_a_conflict() {
             "www.example.com.cdn.test. also has static records",
             &format!("line {zone_line}"),
             "either geo-routed or static",
+        ],
+    );
+}
+
+#[test]
+fn geo_routed_name_below_a_zone_cut_is_a_conflict() {
+    let setup = Setup::new(GOOD);
+    let zone = format!("{ZONE}example.com IN NS ns.elsewhere.example.\n");
+    setup.write("cdn.test.zone", &zone);
+    let zone_line = line_of(&zone, "example.com IN NS");
+    assert_one_in(
+        &setup.problems(),
+        &setup.config(),
+        Some(line_of(GOOD, "name: www.example.com")),
+        &[
+            "lies below a zone cut",
+            &format!("line {zone_line}"),
+            "delegated zone",
+        ],
+    );
+}
+
+#[test]
+fn wildcard_domain_over_static_names_is_a_conflict() {
+    let text = GOOD.replace(
+        "  - name: www.example.com\n",
+        "  - name: \"*.example.com\"\n",
+    );
+    let setup = Setup::new(&text);
+    let zone = format!("{ZONE}static.example.com IN A 192.0.2.80\n");
+    setup.write("cdn.test.zone", &zone);
+    let zone_line = line_of(&zone, "static.example.com");
+    assert_one_in(
+        &setup.problems(),
+        &setup.config(),
+        Some(line_of(&text, "name: \"*.example.com\"")),
+        &[
+            "static names below example.com.cdn.test.",
+            &format!("line {zone_line}"),
+            "would never be routed",
         ],
     );
 }
@@ -1206,5 +1246,157 @@ fn check_reports_health_problems_with_their_lines() {
                 "health.high-watermark",
             ),
         ],
+    );
+}
+
+/// `GOOD` with a top-level section appended.
+fn good_and(section: &str) -> String {
+    format!("{GOOD}{section}")
+}
+
+#[test]
+fn routing_mode_keys_are_accepted() {
+    let text = domain_with("    routing: http\n")
+        .replace(
+            "    addresses: [192.0.2.1, \"2001:db8::1\"]\n",
+            "    addresses: [192.0.2.1, \"2001:db8::1\"]\n    redirect-host: fra.cdn.example\n    cache-nodes: [a.fra.example, \"[2001:db8::2]\", 192.0.2.9]\n",
+        );
+    let text = format!(
+        "{text}listen:\n  http-router: 127.0.0.1:8080\n  doh-tls: \"[::1]:8443\"\ndoh:\n  trusted-proxies: [127.0.0.1, 10.0.0.0/8, \"2001:db8::/32\"]\ntls:\n  certificate: cert.pem\n  key: key.pem\n"
+    );
+    let config = Config::parse(&text, Path::new(CONFIG_PATH)).expect("valid");
+    assert_eq!(
+        config.domains[0].routing,
+        meridian::config::RoutingMode::Http
+    );
+    let fra = &config.pops[0];
+    assert_eq!(fra.redirect_host.as_deref(), Some("fra.cdn.example"));
+    assert_eq!(
+        fra.cache_nodes,
+        ["a.fra.example", "[2001:db8::2]", "192.0.2.9"]
+    );
+    assert_eq!(config.pops[1].redirect_host, None);
+    assert_eq!(config.doh.trusted_proxies.len(), 3);
+    assert_eq!(
+        config.listen.http_router,
+        Some("127.0.0.1:8080".parse().expect("address"))
+    );
+    let tls = config.tls.expect("tls");
+    assert_eq!(tls.certificate, Path::new("/etc/meridian/cert.pem"));
+    assert_eq!(tls.key, Path::new("/etc/meridian/key.pem"));
+}
+
+#[test]
+fn listen_http_router_must_be_an_address() {
+    let text = good_and("listen:\n  http-router: localhost:80\n");
+    assert_parse_fails(
+        &text,
+        line_of(&text, "http-router"),
+        &["listen.http-router: `localhost:80` is not an address:port"],
+    );
+}
+
+#[test]
+fn listen_doh_tls_must_be_an_address() {
+    let text = good_and("listen:\n  doh-tls: 8443\ntls: { certificate: c.pem, key: k.pem }\n");
+    assert_parse_fails(
+        &text,
+        line_of(&text, "doh-tls"),
+        &["listen.doh-tls: `8443` is not an address:port"],
+    );
+}
+
+#[test]
+fn listen_doh_tls_needs_a_tls_section() {
+    let text = good_and("listen:\n  doh-tls: 127.0.0.1:8443\n");
+    assert_parse_fails(
+        &text,
+        line_of(&text, "doh-tls"),
+        &["listen.doh-tls: no `tls:` section"],
+    );
+}
+
+#[test]
+fn tls_needs_certificate_and_key() {
+    let text = good_and("tls:\n  certificate: cert.pem\n");
+    let problems = parse_problems(&text);
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert!(problems[0].message.contains("key"), "{problems:?}");
+    // serde-saphyr places a missing field in the mapping that lacks it.
+    assert_eq!(
+        problems[0].line,
+        Some(line_of(&text, "certificate: cert.pem"))
+    );
+}
+
+#[test]
+fn doh_trusted_proxies_must_be_networks() {
+    let text = good_and("doh:\n  trusted-proxies:\n    - 10.0.0.0/8\n    - proxy.example\n");
+    assert_parse_fails(
+        &text,
+        line_of(&text, "proxy.example"),
+        &["doh.trusted-proxies: `proxy.example` is not an address or network"],
+    );
+}
+
+#[test]
+fn doh_trusted_proxies_have_no_host_bits() {
+    let text = good_and("doh:\n  trusted-proxies: [10.1.2.3/8]\n");
+    assert_parse_fails(
+        &text,
+        line_of(&text, "10.1.2.3/8"),
+        &["10.1.2.3/8 has host bits set (did you mean 10.0.0.0/8?)"],
+    );
+}
+
+#[test]
+fn domain_routing_is_dns_or_http() {
+    let text = domain_with("    routing: 302\n");
+    assert_parse_fails(
+        &text,
+        line_of(&text, "routing: 302"),
+        &["domain www.example.com.: routing `302`: expected dns or http"],
+    );
+}
+
+#[test]
+fn pop_redirect_host_must_be_a_host_or_address() {
+    let text = good_with(
+        "    isp: telecom\n",
+        "    isp: telecom\n    redirect-host: \"sha cdn\"\n",
+    );
+    assert_parse_fails(
+        &text,
+        line_of(&text, "redirect-host"),
+        &["pop sha: redirect-host `sha cdn` is neither a host name nor an IP address"],
+    );
+}
+
+#[test]
+fn pop_cache_nodes_must_be_hosts() {
+    let text = good_with(
+        "    isp: telecom\n",
+        "    isp: telecom\n    cache-nodes:\n      - a.sha.example\n      - http://b.sha.example\n",
+    );
+    assert_parse_fails(
+        &text,
+        line_of(&text, "http://b.sha"),
+        &["pop sha: cache node `http://b.sha.example` is neither a host name nor an IP address"],
+    );
+}
+
+#[test]
+fn pop_cache_nodes_are_listed_once() {
+    let text = good_with(
+        "    isp: telecom\n",
+        "    isp: telecom\n    cache-nodes:\n      - a.sha.example\n      - A.sha.example.\n",
+    );
+    assert_parse_fails(
+        &text,
+        line_of(&text, "A.sha.example."),
+        &[&format!(
+            "pop sha: cache node a.sha.example is listed twice (first on line {})",
+            line_of(&text, "- a.sha.example")
+        )],
     );
 }

@@ -240,15 +240,13 @@ pub fn resolve<'q>(
     response
 }
 
-/// The client a decision is made for: the ECS subnet if it says anything (SOURCE
-/// PREFIX-LENGTH above 0), else the resolver itself (RFC 7871 section 7.1.2).
+/// The client a decision is made for (see `Client::for_query`).
 pub fn client(snapshot: &Snapshot, subnet: Option<&ClientSubnet>, source: IpAddr) -> Client {
-    match subnet {
-        Some(subnet) if subnet.source_prefix > 0 => {
-            Client::from_ecs(subnet.addr, subnet.source_prefix, &snapshot.config.ecs)
-        }
-        _ => Client::from_source(source),
-    }
+    Client::for_query(
+        subnet.map(|s| (s.addr, s.source_prefix)),
+        source,
+        &snapshot.config.ecs,
+    )
 }
 
 /// The addresses a decision answers with, in order: the first POP's, then the
