@@ -357,6 +357,27 @@ fn check_accepts_the_reference_world() {
 }
 
 #[test]
+fn check_refuses_swapped_geo_databases() {
+    let output = meridian(&[
+        "check",
+        "--config",
+        WORLD,
+        "--city-db",
+        "geodata/sample-asn.mmdb",
+        "--asn-db",
+        "geodata/sample-city.mmdb",
+    ]);
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(
+            "geodata/sample-asn.mmdb: is a GeoLite2-ASN database; expected a City database"
+        ),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn help_lists_every_command() {
     let output = meridian(&["--help"]);
     assert!(output.status.success());

@@ -122,13 +122,28 @@ impl std::fmt::Debug for GeoDb {
 }
 
 impl GeoDb {
-    /// Opens and verifies the databases. A City file must carry `location` or
-    /// `country` records and an ASN file `autonomous_system_number`, which is checked
-    /// on a sample address so that swapped paths fail here rather than at query time.
+    /// Opens the databases. A file whose metadata says it is of the other kind (an
+    /// ASN database given as City, or the reverse) is refused here: swapped paths
+    /// would otherwise load fine and leave every client unlocated.
     pub fn open(city: Option<&Path>, asn: Option<&Path>) -> Result<Self, GeoError> {
+        let open = |path: &Path, wrong: &[&str], expected: &str| {
+            let reader = open_reader(path)?;
+            let kind = &reader.metadata().database_type;
+            if wrong.iter().any(|w| kind.contains(w)) {
+                return Err(GeoError {
+                    path: path.to_path_buf(),
+                    reason: format!("is a {kind} database; expected {expected}"),
+                });
+            }
+            Ok(reader)
+        };
         Ok(Self {
-            city: city.map(open_reader).transpose()?,
-            asn: asn.map(open_reader).transpose()?,
+            city: city
+                .map(|p| open(p, &["ASN", "ISP"], "a City database"))
+                .transpose()?,
+            asn: asn
+                .map(|p| open(p, &["City", "Country"], "an ASN database"))
+                .transpose()?,
         })
     }
 
