@@ -163,13 +163,26 @@ impl GeoDb {
 
     /// Locates an address. Never fails: a database error reads as "not found".
     pub fn locate(&self, ip: IpAddr) -> Location {
+        self.lookup(ip, true)
+    }
+
+    /// Locates an address as far as the networks go: both prefixes, the City
+    /// record's offset and the ASN, but not the City record's fields, whose
+    /// decoding is a fifth of a lookup (a GeoLite2 record is mostly names to skip).
+    /// For callers that cache what they derive from the record by its offset.
+    pub fn locate_networks(&self, ip: IpAddr) -> Location {
+        self.lookup(ip, false)
+    }
+
+    /// Both lookups; the City record's fields only with `city_fields`.
+    fn lookup(&self, ip: IpAddr, city_fields: bool) -> Location {
         let mut location = Location::default();
         if let Some(reader) = &self.city
             && let Ok(result) = reader.lookup(ip)
         {
             location.city_prefix = network_prefix(&result);
             location.city_record = result.offset().map(|o| o as u32);
-            if let Ok(Some(record)) = result.decode::<CityFields<'_>>() {
+            if city_fields && let Ok(Some(record)) = result.decode::<CityFields<'_>>() {
                 if let (Some(latitude), Some(longitude)) =
                     (record.location.latitude, record.location.longitude)
                 {
@@ -181,29 +194,6 @@ impl GeoDb {
                 location.country = record.country.iso_code.and_then(Code::parse);
                 location.continent = record.continent.code.and_then(Code::parse);
             }
-        }
-        if let Some(reader) = &self.asn
-            && let Ok(result) = reader.lookup(ip)
-        {
-            location.asn_prefix = network_prefix(&result);
-            if let Ok(Some(record)) = result.decode::<geoip2::Asn<'_>>() {
-                location.asn = record.autonomous_system_number;
-            }
-        }
-        location
-    }
-
-    /// Locates an address as far as the networks go: both prefixes, the City
-    /// record's offset and the ASN, but not the City record's fields, whose
-    /// decoding is a fifth of a lookup (a GeoLite2 record is mostly names to skip).
-    /// For callers that cache what they derive from the record by its offset.
-    pub fn locate_networks(&self, ip: IpAddr) -> Location {
-        let mut location = Location::default();
-        if let Some(reader) = &self.city
-            && let Ok(result) = reader.lookup(ip)
-        {
-            location.city_prefix = network_prefix(&result);
-            location.city_record = result.offset().map(|o| o as u32);
         }
         if let Some(reader) = &self.asn
             && let Ok(result) = reader.lookup(ip)

@@ -61,10 +61,19 @@ pub async fn serve(
     state: AppState,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    // DoH needs the peer's address.
+    serve_routes(listener, router(state), shutdown).await
+}
+
+/// Serves routes with each request's peer address at hand (DoH and the 302
+/// router locate clients by it) until `shutdown` resolves.
+async fn serve_routes(
+    listener: tokio::net::TcpListener,
+    routes: Router,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
     axum::serve(
         listener,
-        router(state).into_make_service_with_connect_info::<SocketAddr>(),
+        routes.into_make_service_with_connect_info::<SocketAddr>(),
     )
     .with_graceful_shutdown(shutdown)
     .await
