@@ -30,6 +30,8 @@ pub enum Command {
     Explain(ExplainArgs),
     /// Run Meridian on loopback with the sample config and geodata built in.
     Demo(DemoArgs),
+    /// Run an edge cache node: a reverse-proxy cache that pushes its load to Meridian.
+    Cache(CacheArgs),
     /// Build MaxMind-format City and ASN databases from a readable source file.
     Geodata {
         #[command(subcommand)]
@@ -106,6 +108,14 @@ pub struct ExplainArgs {
     pub client: String,
 }
 
+/// `meridian cache`.
+#[derive(Debug, Args)]
+pub struct CacheArgs {
+    /// The cache node's config file.
+    #[arg(long)]
+    pub config: PathBuf,
+}
+
 /// `meridian demo`.
 #[derive(Debug, Args)]
 pub struct DemoArgs {
@@ -145,6 +155,7 @@ pub fn main() -> ExitCode {
         Command::Serve(args) => serve(args),
         Command::Check(args) => check(args),
         Command::Explain(args) => explain(args),
+        Command::Cache(args) => cache(args),
         Command::Demo(args) => runtime()
             .and_then(|rt| {
                 rt.block_on(crate::demo::run(
@@ -239,6 +250,27 @@ fn serve(args: ServeArgs) -> ExitCode {
         server.log_listening();
         server.run_until_signal().await;
         ExitCode::SUCCESS
+    })
+}
+
+fn cache(args: CacheArgs) -> ExitCode {
+    let config = match crate::cache::CacheConfig::load(&args.config) {
+        Ok(config) => config,
+        Err(e) => return report(&e),
+    };
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(e) => return fail(e),
+    };
+    rt.block_on(async {
+        let node = match crate::cache::start(config).await {
+            Ok(node) => node,
+            Err(e) => return fail(format!("cannot listen: {e}")),
+        };
+        match node.run_until_signal().await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => fail(e.to_string()),
+        }
     })
 }
 

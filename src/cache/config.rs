@@ -1,0 +1,530 @@
+//! The cache node's configuration: its own versioned YAML file (kebab-case keys,
+//! unknown keys rejected), read as [`File`] and validated into a plain
+//! [`CacheConfig`], with every problem named by line and reported at once.
+//!
+//! ```yaml
+//! version: 1
+//! listen: 127.0.0.1:8080
+//! pop: nrt
+//! memory-budget: 268435456
+//! domains:
+//!   - name: www.example.com
+//!     origins:
+//!       - { host: 192.0.2.10, port: 8000, scheme: http }
+//!     cache:
+//!       default-ttl: 60
+//!       ttl:
+//!         - { prefix: /static/, seconds: 86400 }
+//!         - { extension: jpg, seconds: 3600 }
+//!       query-string: keep        # keep | ignore | { only: [v, lang] }
+//! meridian:
+//!   health-urls: [http://127.0.0.1:8053/v1/health]
+//!   token: secret
+//!   interval-seconds: 5
+//!   capacity: 1000
+//! ```
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde_saphyr::Spanned;
+
+use crate::config::{ConfigError, Problem};
+
+/// Memory for cached objects when the file does not say: 256 MiB.
+pub const DEFAULT_MEMORY_BUDGET: u64 = 256 * 1024 * 1024;
+/// Seconds between health pushes when the file does not say.
+pub const DEFAULT_INTERVAL_SECONDS: u64 = 5;
+/// In-flight requests the node is sized for when the file does not say.
+pub const DEFAULT_CAPACITY: u64 = 1000;
+
+/// The validated cache node configuration.
+#[derive(Debug, Clone)]
+pub struct CacheConfig {
+    /// Where the proxy listens for clients.
+    pub listen: SocketAddr,
+    /// The POP this node serves, as Meridian knows it.
+    pub pop: String,
+    /// Most bytes of cached objects kept in memory.
+    pub memory_budget: u64,
+    /// Accelerated domains by lower-case name without a trailing dot.
+    pub domains: HashMap<String, CacheDomain>,
+    /// Where to push health and load, if anywhere.
+    pub meridian: Option<MeridianPush>,
+}
+
+/// One accelerated domain.
+#[derive(Debug, Clone)]
+pub struct CacheDomain {
+    /// Lower-case, no trailing dot.
+    pub name: String,
+    /// Tried in order: a connection failure or a 5xx moves on to the next.
+    pub origins: Vec<OriginServer>,
+    /// How responses are cached.
+    pub rules: CacheRules,
+}
+
+/// An origin server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OriginServer {
+    /// Address or host name.
+    pub host: String,
+    pub port: u16,
+}
+
+/// Per-domain caching rules, applied where the origin says nothing itself.
+#[derive(Debug, Clone, Default)]
+pub struct CacheRules {
+    /// Freshness (seconds) of a response with no explicit freshness of its own;
+    /// 0 leaves it to the origin's headers and heuristics.
+    pub default_ttl: u64,
+    /// Path rules, the first that matches wins.
+    pub ttl: Vec<TtlRule>,
+    /// What of the query string goes into the cache key.
+    pub query: QueryHandling,
+}
+
+/// A TTL for paths that start with a prefix or end in a file extension.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TtlRule {
+    Prefix { prefix: String, seconds: u64 },
+    Extension { extension: String, seconds: u64 },
+}
+
+/// What of the query string makes the cache key (and is sent to the origin).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum QueryHandling {
+    /// All of it, as sent.
+    #[default]
+    Keep,
+    /// None of it.
+    Ignore,
+    /// Only these parameters, in the order sent.
+    Only(Vec<String>),
+}
+
+/// Health pushes to Meridian.
+#[derive(Debug, Clone)]
+pub struct MeridianPush {
+    /// `POST /v1/health` URLs of every Meridian.
+    pub health_urls: Vec<axum::http::Uri>,
+    /// Bearer token.
+    pub token: String,
+    pub interval: Duration,
+    /// In-flight requests this node is sized for; load is in-flight over this.
+    pub capacity: u64,
+}
+
+impl CacheRules {
+    /// The rule TTL for a path: the first matching rule's, else the default
+    /// (0: none).
+    pub fn ttl_for(&self, path: &str) -> u64 {
+        let extension = path
+            .rsplit('/')
+            .next()
+            .and_then(|last| last.rsplit_once('.'))
+            .map(|(_, ext)| ext);
+        self.ttl
+            .iter()
+            .find_map(|rule| match rule {
+                TtlRule::Prefix { prefix, seconds } => path.starts_with(prefix).then_some(*seconds),
+                TtlRule::Extension {
+                    extension: e,
+                    seconds,
+                } => extension
+                    .is_some_and(|x| x.eq_ignore_ascii_case(e))
+                    .then_some(*seconds),
+            })
+            .unwrap_or(self.default_ttl)
+    }
+
+    /// The query string as the cache key (and the origin) sees it.
+    pub fn query<'a>(&self, query: Option<&'a str>) -> Option<std::borrow::Cow<'a, str>> {
+        let query = query.filter(|q| !q.is_empty())?;
+        match &self.query {
+            QueryHandling::Keep => Some(query.into()),
+            QueryHandling::Ignore => None,
+            QueryHandling::Only(keep) => {
+                let kept: Vec<&str> = query
+                    .split('&')
+                    .filter(|pair| {
+                        let name = pair.split_once('=').map_or(*pair, |(n, _)| n);
+                        keep.iter().any(|k| k == name)
+                    })
+                    .collect();
+                (!kept.is_empty()).then(|| kept.join("&").into())
+            }
+        }
+    }
+}
+
+impl CacheConfig {
+    /// Reads and validates a cache node config file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::one(Problem::file(path, format!("cannot read: {e}"))))?;
+        Self::parse(&text, path)
+    }
+
+    /// Validates config text; `path` names it in problems.
+    pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        let file: File = serde_saphyr::from_str(text).map_err(|e| {
+            let (line, column) = e
+                .location()
+                .map(|l| (l.line(), Some(l.column())))
+                .unwrap_or((0, None));
+            let rendered = e.without_snippet().to_string();
+            let mut message = rendered.lines().next().unwrap_or("invalid YAML").trim();
+            if let Some(i) = message.find(" at line ") {
+                message = &message[..i];
+            }
+            ConfigError::one(Problem::at(path, line, column, message))
+        })?;
+        validate(file, path)
+    }
+}
+
+/// The file as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct File {
+    /// Optional here so a missing version is reported with the other problems.
+    version: Option<Spanned<u32>>,
+    listen: Spanned<String>,
+    pop: Spanned<String>,
+    memory_budget: Option<Spanned<u64>>,
+    domains: Spanned<Vec<Spanned<DomainFile>>>,
+    meridian: Option<Spanned<MeridianFile>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct DomainFile {
+    name: Spanned<String>,
+    origins: Spanned<Vec<Spanned<OriginFile>>>,
+    #[serde(default)]
+    cache: CacheFile,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct OriginFile {
+    host: String,
+    port: Option<u16>,
+    scheme: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct CacheFile {
+    default_ttl: Option<u64>,
+    #[serde(default)]
+    ttl: Vec<Spanned<TtlFile>>,
+    #[serde(default)]
+    query_string: QueryHandling,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct TtlFile {
+    prefix: Option<String>,
+    extension: Option<String>,
+    seconds: u64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct MeridianFile {
+    health_urls: Vec<Spanned<String>>,
+    token: Spanned<String>,
+    interval_seconds: Option<Spanned<u64>>,
+    capacity: Option<Spanned<u64>>,
+}
+
+/// Turns the file into a config, collecting every problem.
+fn validate(file: File, path: &Path) -> Result<CacheConfig, ConfigError> {
+    let mut problems = Vec::new();
+    let mut missing_version = false;
+    let mut problem = |at: &serde_saphyr::Location, message: String| {
+        problems.push(Problem::at(path, at.line(), Some(at.column()), message));
+    };
+    match &file.version {
+        None => missing_version = true,
+        Some(v) if v.value != 1 => problem(
+            &v.referenced,
+            format!("`version`: {} is not supported, expected 1", v.value),
+        ),
+        Some(_) => {}
+    }
+    let listen = file.listen.value.parse::<SocketAddr>().unwrap_or_else(|_| {
+        problem(
+            &file.listen.referenced,
+            format!(
+                "`listen`: expected ADDRESS:PORT, found `{}`",
+                file.listen.value
+            ),
+        );
+        SocketAddr::from(([127, 0, 0, 1], 0))
+    });
+    if file.pop.value.trim().is_empty() {
+        problem(&file.pop.referenced, "`pop`: expected a POP id".into());
+    }
+    let memory_budget = match &file.memory_budget {
+        Some(b) if b.value == 0 => {
+            problem(
+                &b.referenced,
+                "`memory-budget`: expected bytes above 0".into(),
+            );
+            0
+        }
+        Some(b) => b.value,
+        None => DEFAULT_MEMORY_BUDGET,
+    };
+    if file.domains.value.is_empty() {
+        problem(
+            &file.domains.referenced,
+            "`domains`: expected at least one domain".into(),
+        );
+    }
+    let mut domains = HashMap::new();
+    for domain in &file.domains.value {
+        let at = &domain.value.name.referenced;
+        let name = domain
+            .value
+            .name
+            .value
+            .trim()
+            .trim_end_matches('.')
+            .to_ascii_lowercase();
+        if name.is_empty() || name.contains(['/', ':', ' ']) {
+            problem(at, format!("`name`: `{name}` is not a host name"));
+        }
+        let mut origins = Vec::new();
+        if domain.value.origins.value.is_empty() {
+            problem(
+                &domain.value.origins.referenced,
+                format!("domain `{name}`: expected at least one origin"),
+            );
+        }
+        for origin in &domain.value.origins.value {
+            let scheme = origin.value.scheme.as_deref().unwrap_or("http");
+            match scheme {
+                "http" => {}
+                // TODO-completeness: HTTPS origins need a TLS connector (hyper-rustls).
+                "https" => problem(
+                    &origin.referenced,
+                    "`scheme`: https origins are not supported yet, expected http".into(),
+                ),
+                other => problem(
+                    &origin.referenced,
+                    format!("`scheme`: expected http or https, found `{other}`"),
+                ),
+            }
+            if origin.value.host.trim().is_empty() {
+                problem(
+                    &origin.referenced,
+                    "`host`: expected an address or host name".into(),
+                );
+            }
+            origins.push(OriginServer {
+                host: origin.value.host.trim().to_string(),
+                port: origin.value.port.unwrap_or(80),
+            });
+        }
+        let mut ttl = Vec::new();
+        for rule in &domain.value.cache.ttl {
+            let TtlFile {
+                prefix,
+                extension,
+                seconds,
+            } = &rule.value;
+            match (prefix, extension) {
+                (Some(prefix), None) if prefix.starts_with('/') => ttl.push(TtlRule::Prefix {
+                    prefix: prefix.clone(),
+                    seconds: *seconds,
+                }),
+                (None, Some(extension)) if !extension.is_empty() => ttl.push(TtlRule::Extension {
+                    extension: extension.trim_start_matches('.').to_string(),
+                    seconds: *seconds,
+                }),
+                _ => problem(
+                    &rule.referenced,
+                    "`ttl`: expected exactly one of `prefix` (starting with /) or `extension`"
+                        .into(),
+                ),
+            }
+        }
+        let rules = CacheRules {
+            default_ttl: domain.value.cache.default_ttl.unwrap_or(0),
+            ttl,
+            query: domain.value.cache.query_string.clone(),
+        };
+        let parsed = CacheDomain {
+            name: name.clone(),
+            origins,
+            rules,
+        };
+        if domains.insert(name.clone(), parsed).is_some() {
+            problem(at, format!("domain `{name}` is listed twice"));
+        }
+    }
+    let meridian = file.meridian.as_ref().map(|m| {
+        let m = &m.value;
+        let mut health_urls = Vec::new();
+        for url in &m.health_urls {
+            match url.value.parse::<axum::http::Uri>() {
+                Ok(uri) if uri.scheme_str() == Some("http") && uri.host().is_some() => {
+                    health_urls.push(uri);
+                }
+                _ => problem(
+                    &url.referenced,
+                    format!(
+                        "`health-urls`: expected an http:// URL, found `{}`",
+                        url.value
+                    ),
+                ),
+            }
+        }
+        if m.token.value.is_empty() {
+            problem(&m.token.referenced, "`token`: expected a token".into());
+        }
+        let interval = match &m.interval_seconds {
+            Some(s) if s.value == 0 => {
+                problem(
+                    &s.referenced,
+                    "`interval-seconds`: expected 1 or more".into(),
+                );
+                1
+            }
+            Some(s) => s.value,
+            None => DEFAULT_INTERVAL_SECONDS,
+        };
+        let capacity = match &m.capacity {
+            Some(c) if c.value == 0 => {
+                problem(&c.referenced, "`capacity`: expected 1 or more".into());
+                1
+            }
+            Some(c) => c.value,
+            None => DEFAULT_CAPACITY,
+        };
+        MeridianPush {
+            health_urls,
+            token: m.token.value.clone(),
+            interval: Duration::from_secs(interval),
+            capacity,
+        }
+    });
+    if missing_version {
+        problems.push(Problem::at(
+            path,
+            1,
+            None,
+            "`version` is missing: expected 1",
+        ));
+    }
+    if !problems.is_empty() {
+        problems.sort_by_key(|p| p.line);
+        return Err(problems.into());
+    }
+    Ok(CacheConfig {
+        listen,
+        pop: file.pop.value.trim().to_string(),
+        memory_budget,
+        domains,
+        meridian,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = "version: 1
+listen: 127.0.0.1:0
+pop: nrt
+memory-budget: 1000000
+domains:
+  - name: WWW.Example.com.
+    origins:
+      - { host: 127.0.0.1, port: 8000, scheme: http }
+      - { host: origin2.example, port: 8001 }
+    cache:
+      default-ttl: 60
+      ttl:
+        - { prefix: /static/, seconds: 86400 }
+        - { extension: jpg, seconds: 3600 }
+      query-string:
+        only: [v, lang]
+meridian:
+  health-urls: [http://127.0.0.1:8053/v1/health]
+  token: secret
+  interval-seconds: 2
+  capacity: 50
+";
+
+    fn parse(text: &str) -> Result<CacheConfig, ConfigError> {
+        CacheConfig::parse(text, Path::new("cache.yaml"))
+    }
+
+    #[test]
+    fn reads_every_key() {
+        let config = parse(GOOD).expect("valid");
+        assert_eq!(config.pop, "nrt");
+        assert_eq!(config.memory_budget, 1_000_000);
+        let domain = &config.domains["www.example.com"];
+        assert_eq!(domain.origins.len(), 2);
+        assert_eq!(domain.origins[1].port, 8001);
+        assert_eq!(domain.rules.ttl_for("/static/a.css"), 86400);
+        assert_eq!(domain.rules.ttl_for("/img/a.JPG"), 3600);
+        assert_eq!(domain.rules.ttl_for("/index.html"), 60);
+        assert_eq!(
+            domain.rules.query(Some("a=1&v=2&lang=en")).as_deref(),
+            Some("v=2&lang=en")
+        );
+        assert_eq!(domain.rules.query(Some("a=1")), None);
+        let meridian = config.meridian.expect("meridian");
+        assert_eq!((meridian.interval.as_secs(), meridian.capacity), (2, 50));
+    }
+
+    #[test]
+    fn query_handling_keep_and_ignore() {
+        for (word, expected) in [("keep", Some("a=1")), ("ignore", None)] {
+            let text = GOOD.replace(
+                "      query-string:\n        only: [v, lang]\n",
+                &format!("      query-string: {word}\n"),
+            );
+            let config = parse(&text).expect("valid");
+            let rules = &config.domains["www.example.com"].rules;
+            assert_eq!(rules.query(Some("a=1")).as_deref(), expected, "{word}");
+        }
+    }
+
+    #[test]
+    fn unknown_key_is_refused_with_its_line() {
+        let text = GOOD.replace("pop: nrt\n", "pop: nrt\ncolour: blue\n");
+        let error = parse(&text).expect_err("unknown key");
+        assert_eq!(error.problems[0].line, Some(4), "{error}");
+        assert!(error.problems[0].message.contains("colour"), "{error}");
+    }
+
+    #[test]
+    fn every_problem_at_once_with_lines() {
+        let text = GOOD
+            .replace("version: 1", "version: 2")
+            .replace("listen: 127.0.0.1:0", "listen: nowhere")
+            .replace("scheme: http }", "scheme: gopher }")
+            .replace("{ extension: jpg, seconds: 3600 }", "{ seconds: 3600 }")
+            .replace("interval-seconds: 2", "interval-seconds: 0");
+        let error = parse(&text).expect_err("invalid");
+        let lines: Vec<_> = error.problems.iter().map(|p| p.line).collect();
+        assert_eq!(
+            lines,
+            [Some(1), Some(2), Some(8), Some(14), Some(20)],
+            "{error}"
+        );
+    }
+}

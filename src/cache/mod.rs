@@ -1,0 +1,107 @@
+//! The edge cache node (`meridian cache`): the HTTP reverse-proxy cache a POP
+//! runs, serving the traffic Meridian routes to it and pushing its load back.
+//!
+//! # Data flow
+//!
+//! A request comes in on [`CacheConfig::listen`]. `proxy` finds its domain by
+//! Host (an unknown Host gets 421: the node is never an open proxy), builds the
+//! cache key (host, path and the query as the domain's rules keep it) and asks
+//! the `store` (a weighted `quick_cache` within the memory budget). A fresh entry
+//! is served as a HIT; RFC 9111 decisions (freshness, `Age`, `Vary`,
+//! revalidation, `no-store`/`private`) come from `http-cache-semantics`. Anything
+//! else is fetched from the domain's origins in order, with failover, and misses
+//! for one key are coalesced: one request fetches, the others wait for it and are
+//! served what it stored. Requests other than GET and HEAD pass through as
+//! BYPASS.
+//!
+//! Health out: `report` pushes `{"pop", "seq", "healthy", "load"}` to every
+//! Meridian in the config on a timer, in a task of its own, so an unreachable
+//! Meridian never holds up serving.
+
+pub mod config;
+mod proxy;
+mod report;
+mod store;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::sync::watch;
+
+pub use config::CacheConfig;
+
+/// A running cache node.
+#[derive(Debug)]
+pub struct CacheNode {
+    addr: SocketAddr,
+    stop: watch::Sender<bool>,
+    pushes: watch::Receiver<u64>,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl CacheNode {
+    /// The address actually bound (port 0 in the config picks one).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// How many health reports some Meridian has accepted so far; tests wait on
+    /// it rather than on time.
+    pub fn accepted_reports(&self) -> watch::Receiver<u64> {
+        self.pushes.clone()
+    }
+
+    /// Stops serving and waits for the listener to close.
+    pub async fn stop(self) -> std::io::Result<()> {
+        let _ = self.stop.send(true);
+        self.task.await.unwrap_or(Ok(()))
+    }
+
+    /// Serves until SIGINT or SIGTERM.
+    pub async fn run_until_signal(self) -> std::io::Result<()> {
+        use tokio::signal::unix::{SignalKind, signal};
+        let (mut term, mut int) = (
+            signal(SignalKind::terminate())?,
+            signal(SignalKind::interrupt())?,
+        );
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        tracing::info!("shutting down");
+        self.stop().await
+    }
+}
+
+/// Binds the listener and starts serving and pushing health.
+pub async fn start(config: CacheConfig) -> std::io::Result<CacheNode> {
+    let listener = tokio::net::TcpListener::bind(config.listen).await?;
+    let addr = listener.local_addr()?;
+    let (stop, stopped) = watch::channel(false);
+    let (pushed, pushes) = watch::channel(0);
+    let node = Arc::new(proxy::Node::new(config));
+    if let Some(push) = node.config.meridian.clone() {
+        tokio::spawn(report::push_loop(
+            node.clone(),
+            push,
+            pushed,
+            stopped.clone(),
+        ));
+    }
+    let mut until = stopped;
+    let shutdown = async move {
+        let _ = until.wait_for(|stop| *stop).await;
+    };
+    let task = tokio::spawn(async move {
+        axum::serve(listener, proxy::router(node))
+            .with_graceful_shutdown(shutdown)
+            .await
+    });
+    tracing::info!(%addr, "cache node listening");
+    Ok(CacheNode {
+        addr,
+        stop,
+        pushes,
+        task,
+    })
+}
