@@ -130,6 +130,9 @@ fn main() {
 
 type Error = Box<dyn std::error::Error>;
 
+/// SO_RCVBUF and SO_SNDBUF of each load-generator socket.
+const CLIENT_BUFFER: usize = 1 << 20;
+
 /// Encodes every query of the file once; the id is patched per send.
 fn load_queries(path: &PathBuf) -> Result<Vec<Vec<u8>>, Error> {
     let file = std::io::BufReader::new(std::fs::File::open(path)?);
@@ -287,6 +290,13 @@ fn worker(
         "[::]:0".parse().expect("address")
     };
     let socket = UdpSocket::bind(bind).map_err(|e| e.to_string())?;
+    // Room for every answer of the window even while this thread is descheduled:
+    // the OS default (about 200 KiB) drops answers from about 150 in flight on, and
+    // those drops would be counted as the server's timeouts. Best effort (capped by
+    // net.core.rmem_max).
+    let buffers = socket2::SockRef::from(&socket);
+    let _ = buffers.set_recv_buffer_size(CLIENT_BUFFER);
+    let _ = buffers.set_send_buffer_size(CLIENT_BUFFER);
     socket.connect(server).map_err(|e| e.to_string())?;
     socket
         .set_read_timeout(Some(Duration::from_millis(1)))

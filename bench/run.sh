@@ -4,7 +4,14 @@
 # databases, load scoring on). Each server is pinned to core 0 and the load
 # generator to core 1; every run is bounded in time. Prints medians and ratios.
 #
-#   bench/run.sh            # ROUNDS=3 SECONDS_PER_RUN=10 by default
+#   bench/run.sh            # ROUNDS=3 SECONDS_PER_RUN=10 QUERIES=200000 by default
+#
+# The load generator keeps the same window in flight against every server
+# (SOCKETS x INFLIGHT, 1 x 256 by default) and every server's UDP receive buffer
+# holds at least that window (gdnsd udp_rcvbuf 1 MiB, NSD's 1 MiB default,
+# Meridian's 4 MiB), so a timeout is a server's own loss, not a buffer sized
+# below what the load generator sends. Each run also records the drops counted on
+# the server's socket (/proc/net/udp).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -13,9 +20,14 @@ GEO=${GEO:-$ROOT/../shared/geodata}
 ROUNDS=${ROUNDS:-3}
 SECS=${SECONDS_PER_RUN:-10}
 QUERIES=${QUERIES:-200000}
+SOCKETS=${SOCKETS:-1}
+INFLIGHT=${INFLIGHT:-256}
 WORK=$(mktemp -d /tmp/meridian-bench.XXXXXX)
 PIDS=()
-cleanup() { for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done; }
+cleanup() {
+  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "${PIDS[@]}"; do timeout 10 tail --pid="$pid" -f /dev/null 2>/dev/null || kill -9 "$pid" 2>/dev/null || true; done
+}
 trap cleanup EXIT
 
 [ -f "$GEO/GeoLite2-City.mmdb" ] && [ -f "$GEO/ASN.mmdb" ] || { echo "need $GEO/GeoLite2-City.mmdb and ASN.mmdb" >&2; exit 1; }
@@ -44,7 +56,7 @@ printf 'www.example.com.cdn.test. A\n' > "$WORK/dnsperf.txt"
 G=$WORK/gdnsd; mkdir -p "$G/zones"
 POPS=$ROOT/../shared/scenario/pops.csv
 {
-  echo 'options => { listen => [ 127.0.0.1:5301 ], udp_threads => 1, tcp_threads => 1, edns_client_subnet => true, zones_strict_data => false }'
+  echo 'options => { listen => [ 127.0.0.1:5301 ], udp_threads => 1, tcp_threads => 1, edns_client_subnet => true, zones_strict_data => false, udp_rcvbuf => 1048576, udp_sndbuf => 1048576 }'
   echo 'plugins => { geoip => {'
   echo '  maps => { world => {'
   echo "    geoip2_db => $GEO/GeoLite2-City.mmdb"
@@ -121,9 +133,16 @@ wait_udp 5303 || { cat "$WORK/meridian.log"; exit 1; }
 
 RESULTS=$WORK/results.tsv
 : > "$RESULTS"
+BOUND=$(( ${SECS%.*} + 15 ))  # hard limit on any one run: its duration plus the drain and start-up
+drops() { # port -> datagrams dropped on the server's socket so far
+  awk -v port="$(printf ':%04X' "$1")" 'NR > 1 && substr($2, length($2) - 4) == port { n += $NF } END { print n + 0 }' /proc/net/udp
+}
 run() { # label port queryfile
-  taskset -c 1 $LOADGEN run --server 127.0.0.1:$2 --queries "$3" --duration "$SECS" --sockets 4 --inflight 64 --json \
-    | sed "s/^/$1\t/" | tee -a "$RESULTS"
+  local before out
+  before=$(drops "$2")
+  out=$(timeout "$BOUND" taskset -c 1 $LOADGEN run --server 127.0.0.1:$2 --queries "$3" --duration "$SECS" \
+    --sockets "$SOCKETS" --inflight "$INFLIGHT" --timeout-ms 1000 --json) || { echo "$1: load generator failed" >&2; return 1; }
+  printf '%s\t%s,"server_drops":%d}\n' "$1" "${out%\}}" $(( $(drops "$2") - before )) | tee -a "$RESULTS"
 }
 for round in $(seq "$ROUNDS"); do
   echo "# round $round"
@@ -131,8 +150,10 @@ for round in $(seq "$ROUNDS"); do
   run meridian-ecs 5303 "$WORK/ecs.txt"
   run nsd-static 5302 "$WORK/static.txt"
   run meridian-noecs 5303 "$WORK/static.txt"
-  QPS=$(taskset -c 1 dnsperf -s 127.0.0.1 -p 5302 -d "$WORK/dnsperf.txt" -l "$SECS" -c 4 -q 256 2>&1 \
-    | awk '/Queries per second/ {printf "%d", $4}')
+  # dnsperf with the same window (-q), EDNS like the load generator's queries (-e), one
+  # thread (-T 1, like the load generator), a 1 s query timeout (-t 1); bounded by timeout.
+  QPS=$(timeout "$BOUND" taskset -c 1 dnsperf -s 127.0.0.1 -p 5302 -d "$WORK/dnsperf.txt" -l "$SECS" \
+      -T 1 -c "$SOCKETS" -q "$INFLIGHT" -e -t 1 2>&1 | awk '/Queries per second/ {printf "%d", $4}' || true)
   printf 'dnsperf-nsd-static\t{"qps":%s}\n' "${QPS:-0}" | tee -a "$RESULTS"
 done
 
@@ -149,15 +170,19 @@ def med(label, key):
     values = [r.get(key, 0) for r in rows.get(label, [])]
     return statistics.median(values) if values else float("nan")
 print()
-print("| run | queries/s (median) | p50 ms | p99 ms | p999 ms | timeouts (sum) |")
-print("|---|---|---|---|---|---|")
+print("| run | queries/s (median) | p50 ms | p99 ms | p999 ms | timeouts (sum) | server-socket drops (sum) |")
+print("|---|---|---|---|---|---|---|")
 for label in rows:
     t = sum(r.get("timeouts", 0) for r in rows[label])
-    print(f"| {label} | {med(label,'qps'):.0f} | {med(label,'p50_ms'):.3f} | {med(label,'p99_ms'):.3f} | {med(label,'p999_ms'):.3f} | {t} |")
+    d = sum(r.get("server_drops", 0) for r in rows[label])
+    print(f"| {label} | {med(label,'qps'):.0f} | {med(label,'p50_ms'):.3f} | {med(label,'p99_ms'):.3f} | {med(label,'p999_ms'):.3f} | {t} | {d} |")
+def tsum(label, key="timeouts"):
+    return sum(r.get(key, 0) for r in rows.get(label, []))
 print()
-print(f"Meridian / gdnsd (ECS-varying):   {med('meridian-ecs','qps')/med('gdnsd-ecs','qps'):.2f}x queries/s; p99 {med('meridian-ecs','p99_ms'):.3f} vs {med('gdnsd-ecs','p99_ms'):.3f} ms")
+print(f"Meridian / gdnsd (ECS-varying):   {med('meridian-ecs','qps')/med('gdnsd-ecs','qps'):.2f}x queries/s; p99 {med('meridian-ecs','p99_ms'):.3f} vs {med('gdnsd-ecs','p99_ms'):.3f} ms; timeouts {tsum('meridian-ecs')} vs {tsum('gdnsd-ecs')}")
 print(f"Meridian / NSD static ceiling:    {med('meridian-ecs','qps')/med('nsd-static','qps'):.2f}x (ECS-varying geo vs static)")
 print(f"Meridian (no ECS) / NSD static:   {med('meridian-noecs','qps')/med('nsd-static','qps'):.2f}x")
+print(f"gdnsd / NSD static ceiling:       {med('gdnsd-ecs','qps')/med('nsd-static','qps'):.2f}x")
 print(f"loadgen / dnsperf on NSD static:  {med('nsd-static','qps')/med('dnsperf-nsd-static','qps'):.2f}x")
 rss = int(sys.argv[2]) * 1024; db = int(sys.argv[3])
 print(f"Meridian RSS {rss/2**20:.0f} MiB with databases of {db/2**20:.0f} MiB: {rss/db:.2f}x")
