@@ -17,6 +17,17 @@
 //!         - { prefix: /static/, seconds: 86400 }
 //!         - { extension: jpg, seconds: 3600 }
 //!       query-string: keep        # keep | ignore | { only: [v, lang] }
+//!     dynamic:                    # passed through uncached (X-Cache: BYPASS)
+//!       - { prefix: /api/ }
+//!       - { extension: php }
+//!     access:                     # refused with 403 (X-Cache: DENIED)
+//!       client-ip: { allow: [192.0.2.0/24], deny: [192.0.2.66/32] }
+//!       referer: { allow: [www.example.com, "*.example.com"], allow-empty: true }
+//!       signed-urls: { secret: a-long-random-secret }
+//! admin:                          # purge and prefetch API, on its own listener
+//!   listen: 127.0.0.1:8082
+//!   token: admin-secret
+//!   prefetch-concurrency: 4
 //! meridian:
 //!   health-urls: [http://127.0.0.1:8053/v1/health]
 //!   token: secret
@@ -32,7 +43,8 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_saphyr::Spanned;
 
-use crate::config::{ConfigError, Problem};
+use super::access::{Access, HostPattern, IpRules, RefererRules, UrlSigning};
+use crate::config::{ConfigError, Problem, Secret};
 
 /// Memory for cached objects when the file does not say: 256 MiB.
 pub const DEFAULT_MEMORY_BUDGET: u64 = 256 * 1024 * 1024;
@@ -40,6 +52,11 @@ pub const DEFAULT_MEMORY_BUDGET: u64 = 256 * 1024 * 1024;
 pub const DEFAULT_INTERVAL_SECONDS: u64 = 5;
 /// In-flight requests the node is sized for when the file does not say.
 pub const DEFAULT_CAPACITY: u64 = 1000;
+/// Prefetches fetched at once when the file does not say: enough to warm a list
+/// quickly, few enough that clients' own misses still get the origin's attention.
+pub const DEFAULT_PREFETCH_CONCURRENCY: usize = 4;
+/// Shortest secret accepted for signed URLs: HMAC keys much shorter can be guessed.
+pub const MIN_SIGNING_SECRET: usize = 16;
 
 /// The validated cache node configuration.
 #[derive(Debug, Clone)]
@@ -54,6 +71,19 @@ pub struct CacheConfig {
     pub domains: HashMap<String, CacheDomain>,
     /// Where to push health and load, if anywhere.
     pub meridian: Option<MeridianPush>,
+    /// The purge and prefetch API, if enabled.
+    pub admin: Option<AdminApi>,
+}
+
+/// The purge and prefetch API: on a listener of its own, so it is never reachable
+/// through the public one.
+#[derive(Debug, Clone)]
+pub struct AdminApi {
+    pub listen: SocketAddr,
+    /// Bearer token every request must carry.
+    pub token: Secret,
+    /// Most prefetches fetched at once.
+    pub prefetch_concurrency: usize,
 }
 
 /// One accelerated domain.
@@ -65,6 +95,17 @@ pub struct CacheDomain {
     pub origins: Vec<OriginServer>,
     /// How responses are cached.
     pub rules: CacheRules,
+    /// Requests passed through to the origin uncached: the first match wins.
+    pub dynamic: Vec<DynamicRule>,
+    /// Who may be served.
+    pub access: Access,
+}
+
+/// Paths that are never cached: a prefix, or a file extension.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DynamicRule {
+    Prefix(String),
+    Extension(String),
 }
 
 /// An origin server.
@@ -119,15 +160,21 @@ pub struct MeridianPush {
     pub capacity: u64,
 }
 
+impl CacheDomain {
+    /// Whether requests for `path` pass through uncached.
+    pub fn is_dynamic(&self, path: &str) -> bool {
+        self.dynamic.iter().any(|rule| match rule {
+            DynamicRule::Prefix(prefix) => path.starts_with(prefix.as_str()),
+            DynamicRule::Extension(e) => extension(path).is_some_and(|x| x.eq_ignore_ascii_case(e)),
+        })
+    }
+}
+
 impl CacheRules {
     /// The rule TTL for a path: the first matching rule's, else the default
     /// (0: none).
     pub fn ttl_for(&self, path: &str) -> u64 {
-        let extension = path
-            .rsplit('/')
-            .next()
-            .and_then(|last| last.rsplit_once('.'))
-            .map(|(_, ext)| ext);
+        let extension = extension(path);
         self.ttl
             .iter()
             .find_map(|rule| match rule {
@@ -160,6 +207,14 @@ impl CacheRules {
             }
         }
     }
+}
+
+/// The file extension of a path's last segment, without the dot.
+fn extension(path: &str) -> Option<&str> {
+    path.rsplit('/')
+        .next()
+        .and_then(|last| last.rsplit_once('.'))
+        .map(|(_, ext)| ext)
 }
 
 impl CacheConfig {
@@ -199,6 +254,7 @@ struct File {
     memory_budget: Option<Spanned<u64>>,
     domains: Spanned<Vec<Spanned<DomainFile>>>,
     meridian: Option<Spanned<MeridianFile>>,
+    admin: Option<Spanned<AdminFile>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -208,6 +264,10 @@ struct DomainFile {
     origins: Spanned<Vec<Spanned<OriginFile>>>,
     #[serde(default)]
     cache: CacheFile,
+    #[serde(default)]
+    dynamic: Vec<Spanned<PathRuleFile>>,
+    #[serde(default)]
+    access: AccessFile,
 }
 
 #[derive(Debug, Deserialize)]
@@ -234,6 +294,55 @@ struct TtlFile {
     prefix: Option<String>,
     extension: Option<String>,
     seconds: u64,
+}
+
+/// A dynamic rule: exactly one of the two.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct PathRuleFile {
+    prefix: Option<String>,
+    extension: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct AccessFile {
+    client_ip: Option<IpListFile>,
+    referer: Option<RefererFile>,
+    signed_urls: Option<SignedUrlsFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct IpListFile {
+    #[serde(default)]
+    allow: Vec<Spanned<String>>,
+    #[serde(default)]
+    deny: Vec<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RefererFile {
+    #[serde(default)]
+    allow: Vec<Spanned<String>>,
+    #[serde(default)]
+    deny: Vec<Spanned<String>>,
+    allow_empty: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct SignedUrlsFile {
+    secret: Spanned<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct AdminFile {
+    listen: Spanned<String>,
+    token: Spanned<String>,
+    prefetch_concurrency: Option<Spanned<usize>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -363,10 +472,31 @@ fn validate(file: File, path: &Path) -> Result<CacheConfig, ConfigError> {
             ttl,
             query: domain.value.cache.query_string.clone(),
         };
+        let mut dynamic = Vec::new();
+        for rule in &domain.value.dynamic {
+            match (&rule.value.prefix, &rule.value.extension) {
+                (Some(prefix), None) if prefix.starts_with('/') => {
+                    dynamic.push(DynamicRule::Prefix(prefix.clone()));
+                }
+                (None, Some(extension)) if !extension.trim_start_matches('.').is_empty() => {
+                    dynamic.push(DynamicRule::Extension(
+                        extension.trim_start_matches('.').to_string(),
+                    ));
+                }
+                _ => problem(
+                    &rule.referenced,
+                    "`dynamic`: expected exactly one of `prefix` (starting with /) or `extension`"
+                        .into(),
+                ),
+            }
+        }
+        let access = access_rules(&domain.value.access, &mut problem);
         let parsed = CacheDomain {
             name: name.clone(),
             origins,
             rules,
+            dynamic,
+            access,
         };
         if domains.insert(name.clone(), parsed).is_some() {
             problem(at, format!("domain `{name}` is listed twice"));
@@ -418,6 +548,47 @@ fn validate(file: File, path: &Path) -> Result<CacheConfig, ConfigError> {
             capacity,
         }
     });
+    let admin = file.admin.as_ref().map(|a| {
+        let a = &a.value;
+        let admin_listen = a.listen.value.parse::<SocketAddr>().unwrap_or_else(|_| {
+            problem(
+                &a.listen.referenced,
+                format!(
+                    "`admin.listen`: expected ADDRESS:PORT, found `{}`",
+                    a.listen.value
+                ),
+            );
+            SocketAddr::from(([127, 0, 0, 1], 0))
+        });
+        if admin_listen == listen && listen.port() != 0 {
+            problem(
+                &a.listen.referenced,
+                "`admin.listen`: expected an address apart from `listen`".into(),
+            );
+        }
+        if a.token.value.trim().is_empty() {
+            problem(
+                &a.token.referenced,
+                "`admin.token`: expected a token".into(),
+            );
+        }
+        let prefetch_concurrency = match &a.prefetch_concurrency {
+            Some(c) if c.value == 0 => {
+                problem(
+                    &c.referenced,
+                    "`prefetch-concurrency`: expected 1 or more".into(),
+                );
+                1
+            }
+            Some(c) => c.value,
+            None => DEFAULT_PREFETCH_CONCURRENCY,
+        };
+        AdminApi {
+            listen: admin_listen,
+            token: Secret::new(a.token.value.trim()),
+            prefetch_concurrency,
+        }
+    });
     if missing_version {
         problems.push(Problem::at(
             path,
@@ -436,7 +607,70 @@ fn validate(file: File, path: &Path) -> Result<CacheConfig, ConfigError> {
         memory_budget,
         domains,
         meridian,
+        admin,
     })
+}
+
+/// A domain's access rules, with a problem for every list entry that cannot be
+/// read.
+fn access_rules(
+    file: &AccessFile,
+    problem: &mut impl FnMut(&serde_saphyr::Location, String),
+) -> Access {
+    let mut nets = |key: &str, list: &[Spanned<String>]| -> Vec<ipnet::IpNet> {
+        list.iter()
+            .filter_map(|net| {
+                let text = net.value.trim();
+                // A bare address is a network of one.
+                let parsed = text.parse::<ipnet::IpNet>().ok().or_else(|| {
+                    text.parse::<std::net::IpAddr>()
+                        .ok()
+                        .map(ipnet::IpNet::from)
+                });
+                if parsed.is_none() {
+                    problem(
+                        &net.referenced,
+                        format!("`client-ip.{key}`: expected ADDRESS/PREFIX, found `{text}`"),
+                    );
+                }
+                parsed
+            })
+            .collect()
+    };
+    let client_ip = file.client_ip.as_ref().map(|ips| IpRules {
+        allow: nets("allow", &ips.allow),
+        deny: nets("deny", &ips.deny),
+    });
+    let mut hosts = |key: &str, list: &[Spanned<String>]| -> Vec<HostPattern> {
+        list.iter()
+            .filter_map(|host| match host.value.parse::<HostPattern>() {
+                Ok(pattern) => Some(pattern),
+                Err(reason) => {
+                    problem(&host.referenced, format!("`referer.{key}`: {reason}"));
+                    None
+                }
+            })
+            .collect()
+    };
+    let referer = file.referer.as_ref().map(|referer| RefererRules {
+        allow: hosts("allow", &referer.allow),
+        deny: hosts("deny", &referer.deny),
+        allow_empty: referer.allow_empty.unwrap_or(true),
+    });
+    let signing = file.signed_urls.as_ref().map(|signed| {
+        if signed.secret.value.len() < MIN_SIGNING_SECRET {
+            problem(
+                &signed.secret.referenced,
+                format!("`signed-urls.secret`: expected at least {MIN_SIGNING_SECRET} characters"),
+            );
+        }
+        UrlSigning::new(signed.secret.value.as_bytes())
+    });
+    Access {
+        client_ip,
+        referer,
+        signing,
+    }
 }
 
 #[cfg(test)]
@@ -509,6 +743,74 @@ meridian:
         let error = parse(&text).expect_err("unknown key");
         assert_eq!(error.problems[0].line, Some(4), "{error}");
         assert!(error.problems[0].message.contains("colour"), "{error}");
+    }
+
+    const CONTROL: &str = "    dynamic:
+      - { prefix: /api/ }
+      - { extension: .PHP }
+    access:
+      client-ip: { allow: [192.0.2.0/24, 2001:db8::1], deny: [192.0.2.66/32] }
+      referer: { allow: [\"*.example.com\"], allow-empty: false }
+      signed-urls: { secret: 0123456789abcdef }
+admin:
+  listen: 127.0.0.1:8082
+  token: admin-secret
+  prefetch-concurrency: 2
+";
+
+    /// GOOD with the control keys after the domain's `cache` section.
+    fn with_control(control: &str) -> String {
+        GOOD.replace("meridian:\n", &format!("{control}meridian:\n"))
+    }
+
+    #[test]
+    fn reads_the_control_keys() {
+        let config = parse(&with_control(CONTROL)).expect("valid");
+        let domain = &config.domains["www.example.com"];
+        assert!(domain.is_dynamic("/api/v1/items"));
+        assert!(domain.is_dynamic("/shop/cart.php"));
+        assert!(!domain.is_dynamic("/static/a.css"));
+        let ips = domain.access.client_ip.as_ref().expect("client-ip");
+        assert_eq!((ips.allow.len(), ips.deny.len()), (2, 1));
+        let referer = domain.access.referer.as_ref().expect("referer");
+        assert!(!referer.allow_empty);
+        assert!(domain.access.signing.is_some());
+        let admin = config.admin.expect("admin");
+        assert_eq!(admin.listen.port(), 8082);
+        assert!(admin.token.matches(b"admin-secret"));
+        assert_eq!(admin.prefetch_concurrency, 2);
+        // Left out, they change nothing.
+        let plain = &parse(GOOD).expect("valid").domains["www.example.com"];
+        assert!(plain.dynamic.is_empty() && plain.access.client_ip.is_none());
+    }
+
+    #[test]
+    fn control_problems_are_named_by_line() {
+        let text = with_control(CONTROL)
+            .replace("{ extension: .PHP }", "{ prefix: api }")
+            .replace("2001:db8::1]", "10.0.0/8]")
+            .replace("\"*.example.com\"", "\"*.*.example.com\"")
+            .replace("secret: 0123456789abcdef", "secret: short")
+            .replace("listen: 127.0.0.1:8082", "listen: 127.0.0.1")
+            .replace("prefetch-concurrency: 2", "prefetch-concurrency: 0");
+        let error = parse(&text).expect_err("invalid");
+        let found: Vec<_> = error
+            .problems
+            .iter()
+            .map(|p| (p.line, p.message.split(':').next().unwrap_or("")))
+            .collect();
+        assert_eq!(
+            found,
+            [
+                (Some(19), "`dynamic`"),
+                (Some(21), "`client-ip.allow`"),
+                (Some(22), "`referer.allow`"),
+                (Some(23), "`signed-urls.secret`"),
+                (Some(25), "`admin.listen`"),
+                (Some(27), "`prefetch-concurrency`"),
+            ],
+            "{error}"
+        );
     }
 
     #[test]

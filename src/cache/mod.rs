@@ -14,12 +14,25 @@
 //! served what it stored. Requests other than GET and HEAD pass through as
 //! BYPASS.
 //!
+//! Before any of that, `access` checks the domain's client address, Referer and
+//! signed-URL rules (403, `DENIED`), and the domain's dynamic rules send a request
+//! straight to the origin as BYPASS.
+//!
+//! Control in: on a listener of its own, `admin` takes purges (`purge`: exact keys
+//! at once, prefixes by a background pass while they count as absent) and
+//! prefetches (`prefetch`: queued, then requested through the proxy a few at a
+//! time).
+//!
 //! Health out: `report` pushes `{"pop", "seq", "healthy", "load"}` to every
 //! Meridian in the config on a timer, in a task of its own, so an unreachable
 //! Meridian never holds up serving.
 
+pub mod access;
+mod admin;
 pub mod config;
+mod prefetch;
 mod proxy;
+mod purge;
 mod report;
 mod store;
 
@@ -37,6 +50,8 @@ pub struct CacheNode {
     stop: watch::Sender<bool>,
     pushes: watch::Receiver<u64>,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
+    admin: Option<admin::Admin>,
+    prefetched: watch::Receiver<u64>,
 }
 
 impl CacheNode {
@@ -51,10 +66,24 @@ impl CacheNode {
         self.pushes.clone()
     }
 
-    /// Stops serving and waits for the listener to close.
+    /// The admin API's address, when it is enabled.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().map(|admin| admin.addr)
+    }
+
+    /// How many prefetches have finished (fetched or failed); tests wait on it.
+    pub fn finished_prefetches(&self) -> watch::Receiver<u64> {
+        self.prefetched.clone()
+    }
+
+    /// Stops serving and waits for the listeners to close.
     pub async fn stop(self) -> std::io::Result<()> {
         let _ = self.stop.send(true);
-        self.task.await.unwrap_or(Ok(()))
+        let admin = match self.admin {
+            Some(admin) => admin.task.await.unwrap_or(Ok(())),
+            None => Ok(()),
+        };
+        self.task.await.unwrap_or(Ok(())).and(admin)
     }
 
     /// Serves until SIGINT or SIGTERM.
@@ -73,7 +102,7 @@ impl CacheNode {
     }
 }
 
-/// Binds the listener and starts serving and pushing health.
+/// Binds the listeners and starts serving and pushing health.
 pub async fn start(config: CacheConfig) -> std::io::Result<CacheNode> {
     let listener = tokio::net::TcpListener::bind(config.listen).await?;
     let addr = listener.local_addr()?;
@@ -88,12 +117,19 @@ pub async fn start(config: CacheConfig) -> std::io::Result<CacheNode> {
             stopped.clone(),
         ));
     }
+    let (finished, prefetched) = watch::channel(0);
+    let admin = match node.config.admin.clone() {
+        Some(api) => Some(admin::start(node.clone(), &api, finished, stopped.clone()).await?),
+        None => None,
+    };
     let mut until = stopped;
     let shutdown = async move {
         let _ = until.wait_for(|stop| *stop).await;
     };
+    // The peer address is what client address rules check.
+    let app = proxy::router(node).into_make_service_with_connect_info::<SocketAddr>();
     let task = tokio::spawn(async move {
-        axum::serve(listener, proxy::router(node))
+        axum::serve(listener, app)
             .with_graceful_shutdown(shutdown)
             .await
     });
@@ -103,5 +139,7 @@ pub async fn start(config: CacheConfig) -> std::io::Result<CacheNode> {
         stop,
         pushes,
         task,
+        admin,
+        prefetched,
     })
 }

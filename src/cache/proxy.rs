@@ -20,6 +20,7 @@ use hyper_util::rt::TokioExecutor;
 use tokio::sync::OnceCell;
 
 use super::config::{CacheConfig, CacheDomain};
+use super::purge::Purges;
 use super::store::{Entry, Store};
 
 /// The header that says how a response was served.
@@ -121,7 +122,9 @@ type Flight = Arc<OnceCell<Result<Arc<Fill>, OriginError>>>;
 pub struct Node {
     pub config: CacheConfig,
     client: Client<HttpConnector, Full<Bytes>>,
-    store: Store,
+    pub(super) store: Store,
+    /// Prefix purges in progress: entries they cover count as absent.
+    pub(super) purges: Purges,
     flights: Mutex<HashMap<String, Flight>>,
     /// Requests being served now.
     pub in_flight: AtomicU64,
@@ -147,6 +150,7 @@ impl Node {
         Self {
             client: Client::builder(TokioExecutor::new()).build(connector),
             store: Store::new(config.memory_budget),
+            purges: Purges::default(),
             config,
             flights: Mutex::new(HashMap::new()),
             in_flight: AtomicU64::new(0),
@@ -182,7 +186,8 @@ impl Drop for InFlight<'_> {
     }
 }
 
-async fn handle(State(node): State<Arc<Node>>, request: Request) -> Response {
+/// Serves one request; prefetches come through here too.
+pub(super) async fn handle(State(node): State<Arc<Node>>, request: Request) -> Response {
     let _counted = InFlight::enter(&node);
     let Some(domain) = host_of(&request).and_then(|h| node.config.domains.get(&h)) else {
         return (
@@ -192,11 +197,16 @@ async fn handle(State(node): State<Arc<Node>>, request: Request) -> Response {
             .into_response();
     };
     let (parts, body) = request.into_parts();
-    if parts.method != Method::GET && parts.method != Method::HEAD {
+    if let Err(denied) = domain.access.check(&parts, SystemTime::now()) {
+        return denied.response();
+    }
+    if parts.method != Method::GET && parts.method != Method::HEAD
+        || domain.is_dynamic(parts.uri.path())
+    {
         return bypass(&node, domain, parts, body).await;
     }
     let path_and_query = key_path(domain, &parts.uri);
-    let key = format!("{}{}", domain.name, path_and_query);
+    let key = cache_key(domain, &path_and_query);
     let head = parts.method == Method::HEAD;
     // The request as the cache sees it: a GET (HEAD is filled by GET) for the key,
     // without the client's own preconditions.
@@ -212,7 +222,7 @@ async fn handle(State(node): State<Arc<Node>>, request: Request) -> Response {
     }
     lookup.headers.remove(header::RANGE);
 
-    let stale = match node.store.get(&key) {
+    let stale = match node.store.get(&key).filter(|_| !node.purges.hides(&key)) {
         Some(entry) => match entry.policy.before_request(&lookup, SystemTime::now()) {
             BeforeRequest::Fresh(fresh) => {
                 return answer(&parts.headers, head, fresh, &entry.body, CacheStatus::Hit);
@@ -563,10 +573,16 @@ fn host_of(request: &Request) -> Option<String> {
     Some(host.trim_end_matches('.').to_ascii_lowercase())
 }
 
-/// The path and the query as the domain's rules keep it: the cache key's path
-/// part, and what the origin is asked for.
-fn key_path(domain: &CacheDomain, uri: &Uri) -> String {
-    match domain.rules.query(uri.query()) {
+/// The cache key of a path and query as [`key_path`] gives them.
+pub(super) fn cache_key(domain: &CacheDomain, path_and_query: &str) -> String {
+    format!("{}{path_and_query}", domain.name)
+}
+
+/// The path and the query as the domain's rules keep it (without URL signing
+/// parameters): the cache key's path part, and what the origin is asked for.
+pub(super) fn key_path(domain: &CacheDomain, uri: &Uri) -> String {
+    let query = domain.access.strip_signature(uri.query());
+    match domain.rules.query(query.as_deref()) {
         Some(query) => format!("{}?{query}", uri.path()),
         None => uri.path().to_string(),
     }

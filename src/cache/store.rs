@@ -60,6 +60,12 @@ impl Store {
     pub fn remove(&self, key: &str) {
         self.cache.remove(key);
     }
+
+    /// Forgets every entry whose key `keep` refuses. Visits the whole store, one
+    /// shard at a time: not for the request path.
+    pub fn retain(&self, keep: impl Fn(&str) -> bool) {
+        self.cache.retain(|key, _| keep(key));
+    }
 }
 
 /// Weighs an entry by what it holds in memory.

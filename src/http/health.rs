@@ -167,7 +167,7 @@ fn status(error: &ReportError) -> StatusCode {
 }
 
 /// The token of an `Authorization: Bearer <token>` header (scheme in any case).
-pub(super) fn bearer(headers: &HeaderMap) -> Option<&[u8]> {
+pub(crate) fn bearer(headers: &HeaderMap) -> Option<&[u8]> {
     let value = headers.get(header::AUTHORIZATION)?.as_bytes();
     let (scheme, token) = value.split_at_checked(7)?;
     if !scheme.eq_ignore_ascii_case(b"bearer ") {
@@ -178,7 +178,7 @@ pub(super) fn bearer(headers: &HeaderMap) -> Option<&[u8]> {
 }
 
 /// 401 with the challenge RFC 6750 asks for.
-pub(super) fn unauthorized() -> Response {
+pub(crate) fn unauthorized() -> Response {
     let mut response = error(StatusCode::UNAUTHORIZED, "missing or unknown bearer token");
     response.headers_mut().insert(
         header::WWW_AUTHENTICATE,

@@ -16,6 +16,8 @@ pub mod redirect;
 pub mod tls;
 
 pub use probe::{METRICS_CONTENT_TYPE, Readiness};
+// Bearer tokens are read the same way on the cache node's admin listener.
+pub(crate) use health::{bearer, unauthorized};
 
 use std::net::SocketAddr;
 use std::sync::Arc;
