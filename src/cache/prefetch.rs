@@ -1,7 +1,8 @@
 //! Prefetch: URLs queued by the admin API are requested through the proxy itself,
 //! as a client would, so they are filled (and coalesced with clients' own misses)
-//! exactly as any request is. A bounded queue takes them; a few at a time are
-//! fetched, so a long list never crowds out clients at the origin.
+//! exactly as any request is (and count in the node's load like one). A bounded
+//! queue takes them; a few at a time are fetched, so a long list never crowds out
+//! clients at the origin.
 
 use std::sync::Arc;
 
