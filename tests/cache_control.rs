@@ -33,7 +33,8 @@ const SIGNING_SECRET: &str = "signing-secret-0123456789";
 
 /// An in-test origin: every path is an object cached for a minute, whose body
 /// says how many times the origin was asked for it; `/vary` varies on
-/// Accept-Language; a path under `/api/hold/` is answered only once released.
+/// Accept-Language; a path under `/api/hold/` or `/slow/` is answered only once
+/// released.
 #[derive(Clone, Default)]
 struct Origin {
     /// Path and query of every request, in order.
@@ -77,7 +78,7 @@ async fn answer(State(origin): State<Origin>, request: Request) -> Response {
         seen.push((path.clone(), query.clone()));
         seen.iter().filter(|(p, _)| *p == path).count()
     };
-    if path.starts_with("/api/hold/") {
+    if path.starts_with("/api/hold/") || path.starts_with("/slow/") {
         origin.arrived.send_modify(|a| *a += 1);
         let mut release = origin.release.subscribe();
         let _ = release.wait_for(|r| *r).await;
@@ -236,6 +237,38 @@ async fn purge_by_url_forces_a_refetch() {
     assert_eq!(body, "/obj.css? #2");
     assert_eq!(get(&client, &obj).await.1, "HIT");
     assert_eq!(origin.count("/obj.css"), 2);
+    node.stop().await.expect("stops");
+}
+
+#[tokio::test]
+async fn a_fill_under_way_during_a_purge_is_not_kept() {
+    let (origin, origin_addr) = Origin::start().await;
+    let node = start_node(&node_yaml(origin_addr)).await;
+    let client = client(&node);
+    let obj = url(&node, WWW, "/slow/a.js");
+    // The fill leaves for the origin, which holds it...
+    let early = tokio::spawn({
+        let (client, obj) = (client.clone(), obj.clone());
+        async move { get(&client, &obj).await }
+    });
+    let mut arrived = origin.arrived.subscribe();
+    tokio::time::timeout(TIMEOUT, arrived.wait_for(|n| *n >= 1))
+        .await
+        .expect("the fill reaches the origin")
+        .expect("origin alive");
+    // ...while the object is purged, here and under a prefix.
+    let both = json!({ "urls": [public(WWW, "/slow/a.js")], "prefixes": [public(WWW, "/slow/")] });
+    assert_eq!(purge(&node, both).await.0, StatusCode::OK);
+    origin.release.send_replace(true);
+    let (status, served, body) = early.await.expect("request");
+    assert_eq!(
+        (status, served.as_str(), body.as_str()),
+        (StatusCode::OK, "MISS", "/slow/a.js? #1")
+    );
+    // What it brought may predate the purge: not kept.
+    let (_, served, body) = get(&client, &obj).await;
+    assert_eq!((served.as_str(), body.as_str()), ("MISS", "/slow/a.js? #2"));
+    assert_eq!(get(&client, &obj).await.1, "HIT");
     node.stop().await.expect("stops");
 }
 

@@ -20,7 +20,7 @@ use hyper_util::rt::TokioExecutor;
 use tokio::sync::OnceCell;
 
 use super::config::{CacheConfig, CacheDomain};
-use super::purge::Purges;
+use super::purge::{self, Purges};
 use super::store::{Entry, Store};
 
 /// The header that says how a response was served.
@@ -325,6 +325,7 @@ async fn fill(
         None => lookup.headers.clone(),
     };
     let path = lookup.uri.path_and_query().map_or("/", |p| p.as_str());
+    let purges = node.purges.epoch();
     let fetched = fetch(node, domain, Method::GET, path, headers, Bytes::new(), true).await?;
     let now = SystemTime::now();
     if let Some((entry, _)) = &stale
@@ -337,7 +338,7 @@ async fn fill(
             policy,
             body: entry.body.clone(),
         });
-        node.store.insert(key.to_string(), refreshed.clone());
+        purge::store_fill(node, key, refreshed.clone(), purges);
         return Ok(Arc::new(Fill {
             entry: refreshed,
             stored: true,
@@ -373,7 +374,7 @@ async fn fill(
         header_bytes,
     });
     if stored {
-        node.store.insert(key.to_string(), entry.clone());
+        purge::store_fill(node, key, entry.clone(), purges);
     } else {
         node.store.remove(key);
     }

@@ -4,8 +4,10 @@
 //! treats what it covers as absent, so a purge takes effect the moment it is
 //! accepted and the serving path never scans the store.
 //!
-//! TODO-robustness: a fill that left for the origin before a purge and stores
-//! after it is kept; closing that needs the fill's start time on the entry.
+//! A fill that left for the origin before a purge may bring back what the purge
+//! removed: every purge counts an epoch, and a fill that sees the epoch moved while
+//! it was out takes its entry back out of the store (serving it still to the
+//! requests that waited for it).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -13,6 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use arc_swap::ArcSwap;
 
 use super::proxy::Node;
+use super::store::Entry;
 
 /// Prefix purges in progress.
 #[derive(Debug, Default)]
@@ -20,6 +23,8 @@ pub struct Purges {
     /// Read on every lookup; almost always empty.
     bans: ArcSwap<Vec<Ban>>,
     next_id: AtomicU64,
+    /// Purges begun so far.
+    epoch: AtomicU64,
 }
 
 /// A cache key prefix being purged.
@@ -30,6 +35,11 @@ struct Ban {
 }
 
 impl Purges {
+    /// Purges begun so far; a fill reads it before leaving for the origin.
+    pub fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::SeqCst)
+    }
+
     /// Whether a purge in progress covers `key`.
     pub fn hides(&self, key: &str) -> bool {
         let bans = self.bans.load();
@@ -65,6 +75,8 @@ impl Purges {
 /// `key_prefixes`; returns once they are gone. Runs to the end even if the caller
 /// stops waiting.
 pub async fn purge(node: Arc<Node>, keys: Vec<String>, key_prefixes: Vec<String>) {
+    // Before removing: a fill that stores after this sees it (see `store_fill`).
+    node.purges.epoch.fetch_add(1, Ordering::SeqCst);
     for key in &keys {
         node.store.remove(key);
     }
@@ -86,6 +98,17 @@ pub async fn purge(node: Arc<Node>, keys: Vec<String>, key_prefixes: Vec<String>
         node.purges.lift(&ids);
     });
     let _ = task.await;
+}
+
+/// Stores a fill that read `epoch` before leaving for the origin. If a purge began
+/// since, the fill may hold what it removed, so it comes out again: either the
+/// purge's removal comes after this insert, or this check sees the purge.
+/// TODO-performance: any purge, even of other keys, costs such a fill its place.
+pub fn store_fill(node: &Node, key: &str, entry: Arc<Entry>, epoch: u64) {
+    node.store.insert(key.to_string(), entry);
+    if node.purges.epoch() != epoch {
+        node.store.remove(key);
+    }
 }
 
 #[cfg(test)]
