@@ -47,8 +47,11 @@ pub struct Internal;
 /// A domain's access rules; the default lets everyone in.
 #[derive(Debug, Clone, Default)]
 pub struct Access {
+    /// Who may connect, by address.
     pub client_ip: Option<IpRules>,
+    /// Which pages may link to the domain's objects.
     pub referer: Option<RefererRules>,
+    /// When set, every URL must be signed.
     pub signing: Option<UrlSigning>,
 }
 
@@ -56,14 +59,18 @@ pub struct Access {
 /// everyone it does not list.
 #[derive(Debug, Clone, Default)]
 pub struct IpRules {
+    /// When not empty, the only networks let in.
     pub allow: Vec<IpNet>,
+    /// Networks refused, whatever `allow` says.
     pub deny: Vec<IpNet>,
 }
 
 /// Referer lists, by the host of the Referer URL.
 #[derive(Debug, Clone)]
 pub struct RefererRules {
+    /// When not empty, the only Referer hosts let in.
     pub allow: Vec<HostPattern>,
+    /// Referer hosts refused, whatever `allow` says.
     pub deny: Vec<HostPattern>,
     /// Whether a request with no (or an empty) Referer is let in: browsers leave
     /// it out for typed URLs, bookmarks and many privacy settings.

@@ -45,7 +45,9 @@ pub const MAX_URLS: usize = 1000;
 /// The running admin listener.
 #[derive(Debug)]
 pub struct Admin {
+    /// The address actually bound.
     pub addr: SocketAddr,
+    /// Serves until the node stops.
     pub task: tokio::task::JoinHandle<std::io::Result<()>>,
 }
 
@@ -131,39 +133,14 @@ async fn purge_handler(
     if !authorized(&state, &headers) {
         return unauthorized();
     }
-    let result = async {
-        let body: PurgeBody = read(body)?;
-        if body.urls.is_empty() && body.prefixes.is_empty() {
-            return Err(Refused::Malformed(
-                "expected `urls` or `prefixes` to purge".into(),
-            ));
-        }
-        within_limit(body.urls.len() + body.prefixes.len())?;
-        let node = &state.node;
-        let mut keys = Vec::with_capacity(body.urls.len());
-        for url in &body.urls {
-            let (domain, uri) = locate(node, url)?;
-            keys.push(proxy::cache_key(domain, &proxy::key_path(domain, &uri)));
-        }
-        let mut prefixes = Vec::with_capacity(body.prefixes.len());
-        for url in &body.prefixes {
-            let (domain, uri) = locate(node, url)?;
-            if uri.query().is_some() {
-                return Err(Refused::Malformed(format!(
-                    "`{url}`: a prefix is a path (it covers every query under it)"
-                )));
-            }
-            prefixes.push(proxy::cache_key(domain, uri.path()));
-        }
-        let counts = json!({ "urls": keys.len(), "prefixes": prefixes.len() });
-        purge::purge(node.clone(), keys, prefixes).await;
-        tracing::info!(%counts, "purged");
-        Ok(counts)
+    let (keys, prefixes) = match read(body).and_then(|body| purge_keys(&state.node, body)) {
+        Ok(found) => found,
+        Err(refused) => return refused.response(),
     };
-    match result.await {
-        Ok(counts) => (StatusCode::OK, axum::Json(counts)).into_response(),
-        Err(refused) => refused.response(),
-    }
+    let counts = json!({ "urls": keys.len(), "prefixes": prefixes.len() });
+    purge::purge(state.node.clone(), keys, prefixes).await;
+    tracing::info!(%counts, "purged");
+    (StatusCode::OK, axum::Json(counts)).into_response()
 }
 
 async fn prefetch_handler(
@@ -174,19 +151,20 @@ async fn prefetch_handler(
     if !authorized(&state, &headers) {
         return unauthorized();
     }
-    let result = (|| {
-        let body: PrefetchBody = read(body)?;
-        within_limit(body.urls.len())?;
-        let urls = body
-            .urls
-            .iter()
-            .map(|url| locate(&state.node, url).map(|(_, uri)| uri))
-            .collect::<Result<Vec<_>, _>>()?;
-        let accepted = urls.len();
-        state.prefetcher.enqueue(urls)?;
-        Ok::<_, Refused>(accepted)
-    })();
-    match result {
+    let queued = read(body)
+        .and_then(|body: PrefetchBody| {
+            within_limit(body.urls.len())?;
+            body.urls
+                .iter()
+                .map(|url| locate(&state.node, url).map(|(_, uri)| uri))
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .and_then(|urls| {
+            let accepted = urls.len();
+            state.prefetcher.enqueue(urls)?;
+            Ok(accepted)
+        });
+    match queued {
         Ok(accepted) => (
             StatusCode::ACCEPTED,
             axum::Json(json!({ "accepted": accepted })),
@@ -194,6 +172,33 @@ async fn prefetch_handler(
             .into_response(),
         Err(refused) => refused.response(),
     }
+}
+
+/// The cache keys of a purge's URLs and the key prefixes of its prefixes; all or
+/// nothing, so a mistake anywhere in the list purges nothing.
+fn purge_keys(node: &Node, body: PurgeBody) -> Result<(Vec<String>, Vec<String>), Refused> {
+    if body.urls.is_empty() && body.prefixes.is_empty() {
+        return Err(Refused::Malformed(
+            "expected `urls` or `prefixes` to purge".into(),
+        ));
+    }
+    within_limit(body.urls.len() + body.prefixes.len())?;
+    let mut keys = Vec::with_capacity(body.urls.len());
+    for url in &body.urls {
+        let (domain, uri) = locate(node, url)?;
+        keys.push(proxy::cache_key(domain, &proxy::key_path(domain, &uri)));
+    }
+    let mut prefixes = Vec::with_capacity(body.prefixes.len());
+    for url in &body.prefixes {
+        let (domain, uri) = locate(node, url)?;
+        if uri.query().is_some() {
+            return Err(Refused::Malformed(format!(
+                "`{url}`: a prefix is a path (it covers every query under it)"
+            )));
+        }
+        prefixes.push(proxy::cache_key(domain, uri.path()));
+    }
+    Ok((keys, prefixes))
 }
 
 impl Refused {

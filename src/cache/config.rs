@@ -79,6 +79,7 @@ pub struct CacheConfig {
 /// through the public one.
 #[derive(Debug, Clone)]
 pub struct AdminApi {
+    /// Where the API listens: an address only operators can reach.
     pub listen: SocketAddr,
     /// Bearer token every request must carry.
     pub token: Secret,
