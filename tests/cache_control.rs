@@ -547,6 +547,15 @@ async fn signed_urls_share_one_entry_and_refuse_bad_or_expired_ones() {
             .1,
         "HIT"
     );
+    // Passed through, the origin does not see them either.
+    let response = client
+        .post(url(&node, SIGNED, &signed(now + 60)))
+        .body("x")
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(x_cache(response.headers()), "BYPASS");
+    assert_eq!(origin.queries(), ["v=1", "v=1"]);
 
     let tampered = signed(now + 60).replace(
         &format!("expires={}", now + 60),
@@ -572,7 +581,7 @@ async fn signed_urls_share_one_entry_and_refuse_bad_or_expired_ones() {
             "{refused}"
         );
     }
-    assert_eq!(origin.total(), 1);
+    assert_eq!(origin.total(), 2);
     node.stop().await.expect("stops");
 }
 

@@ -459,7 +459,11 @@ async fn bypass(node: &Node, domain: &CacheDomain, parts: request::Parts, body: 
     let Ok(body) = Limited::new(body, MAX_REQUEST_BODY).collect().await else {
         return (StatusCode::PAYLOAD_TOO_LARGE, "request body too large\n").into_response();
     };
-    let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    // The origin never sees URL signing parameters.
+    let path = match domain.access.strip_signature(parts.uri.query()) {
+        Some(query) => format!("{}?{query}", parts.uri.path()),
+        None => parts.uri.path().to_string(),
+    };
     let headers = forwardable(&parts.headers);
     // TODO-robustness: fail over only on connection errors here; today the first
     // origin's failure of any kind ends it.
@@ -467,7 +471,7 @@ async fn bypass(node: &Node, domain: &CacheDomain, parts: request::Parts, body: 
         node,
         domain,
         parts.method.clone(),
-        path,
+        &path,
         headers,
         body.to_bytes(),
         false,
