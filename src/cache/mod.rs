@@ -9,18 +9,27 @@
 //! the `store` (a weighted `quick_cache` within the memory budget). A fresh entry
 //! is served as a HIT; RFC 9111 decisions (freshness, `Age`, `Vary`,
 //! revalidation, `no-store`/`private`) come from `http-cache-semantics`. Anything
-//! else is fetched from the domain's origins in order, with failover, and misses
-//! for one key are coalesced: one request fetches, the others wait for it and are
-//! served what it stored. Requests other than GET and HEAD pass through as
-//! BYPASS.
+//! else is fetched by `origin` (the domain's parent cache node first, then its
+//! origins in order, HTTP or HTTPS, with failover and `Via`), and misses for one
+//! key are coalesced: one request fetches, the others wait for it and are served
+//! what it stored. A stale entry may be answered at once or when the upstreams
+//! fail (`stale`, RFC 5861). Whatever is served, `conditional` and `range` shape
+//! the answer (304, 206, 416) from the whole cached object. Requests other than
+//! GET and HEAD pass through as BYPASS. `metrics` counts every response and is
+//! served on `metrics-listen`.
 //!
 //! Health out: `report` pushes `{"pop", "seq", "healthy", "load"}` to every
 //! Meridian in the config on a timer, in a task of its own, so an unreachable
 //! Meridian never holds up serving.
 
+mod conditional;
 pub mod config;
+mod metrics;
+mod origin;
 mod proxy;
+mod range;
 mod report;
+mod stale;
 mod store;
 
 use std::net::SocketAddr;
@@ -36,6 +45,7 @@ pub struct CacheNode {
     addr: SocketAddr,
     stop: watch::Sender<bool>,
     pushes: watch::Receiver<u64>,
+    metrics_addr: Option<SocketAddr>,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
 }
 
@@ -43,6 +53,11 @@ impl CacheNode {
     /// The address actually bound (port 0 in the config picks one).
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Where `/metrics` is served, when `metrics-listen` is set.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
     }
 
     /// How many health reports some Meridian has accepted so far; tests wait on
@@ -79,7 +94,11 @@ pub async fn start(config: CacheConfig) -> std::io::Result<CacheNode> {
     let addr = listener.local_addr()?;
     let (stop, stopped) = watch::channel(false);
     let (pushed, pushes) = watch::channel(0);
-    let node = Arc::new(proxy::Node::new(config));
+    let node = Arc::new(proxy::Node::new(config).map_err(std::io::Error::other)?);
+    let metrics_addr = match node.config.metrics_listen {
+        Some(at) => Some(serve_metrics(node.clone(), at, stopped.clone()).await?),
+        None => None,
+    };
     if let Some(push) = node.config.meridian.clone() {
         tokio::spawn(report::push_loop(
             node.clone(),
@@ -102,6 +121,34 @@ pub async fn start(config: CacheConfig) -> std::io::Result<CacheNode> {
         addr,
         stop,
         pushes,
+        metrics_addr,
         task,
     })
+}
+
+/// Serves `GET /metrics` on a listener of its own, until `stopped`.
+async fn serve_metrics(
+    node: Arc<proxy::Node>,
+    at: SocketAddr,
+    mut stopped: watch::Receiver<bool>,
+) -> std::io::Result<SocketAddr> {
+    let listener = tokio::net::TcpListener::bind(at).await?;
+    let addr = listener.local_addr()?;
+    let app = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || async move { node.metrics.render(&node.store) }),
+    );
+    tokio::spawn(async move {
+        let shutdown = async move {
+            let _ = stopped.wait_for(|stop| *stop).await;
+        };
+        if let Err(e) = axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown)
+            .await
+        {
+            tracing::error!(error = %e, "metrics listener failed");
+        }
+    });
+    tracing::info!(%addr, "cache node metrics listening");
+    Ok(addr)
 }
