@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::Router;
+use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -148,6 +149,50 @@ async fn answer(State(origin): State<Origin>, request: Request) -> Response {
         )
             .into_response(),
         "/blob" => ([(header::CACHE_CONTROL, "max-age=60")], vec![7u8; 4096]).into_response(),
+        // The first part at once, the rest when the test says.
+        "/stream" => {
+            let release = origin.release.clone();
+            let parts = futures_util::stream::unfold(0, move |step| {
+                let release = release.clone();
+                async move {
+                    match step {
+                        0 => Some((Ok::<_, std::io::Error>(&b"first part|"[..]), 1)),
+                        1 => {
+                            release.notified().await;
+                            Some((Ok(&b"second part"[..]), 2))
+                        }
+                        _ => None,
+                    }
+                }
+            });
+            (
+                [(header::CACHE_CONTROL, "max-age=60")],
+                Body::from_stream(parts),
+            )
+                .into_response()
+        }
+        // A first part, then the origin fails mid-body when the test says.
+        "/broken" => {
+            let release = origin.release.clone();
+            let parts = futures_util::stream::unfold(0, move |step| {
+                let release = release.clone();
+                async move {
+                    match step {
+                        0 => Some((Ok(&b"partial"[..]), 1)),
+                        1 => {
+                            release.notified().await;
+                            Some((Err(std::io::Error::other("origin crashed")), 2))
+                        }
+                        _ => None,
+                    }
+                }
+            });
+            (
+                [(header::CACHE_CONTROL, "max-age=60")],
+                Body::from_stream(parts),
+            )
+                .into_response()
+        }
         _ => (StatusCode::NOT_FOUND, "no such object\n").into_response(),
     }
 }
@@ -718,4 +763,88 @@ async fn metrics_count_known_traffic() {
     assert!(evicted > 0.0, "evictions counted");
     assert_eq!(scrape.value("meridian_cache_objects", &[]) + evicted, 41.0);
     assert!(scrape.value("meridian_cache_stored_bytes", &[]) <= 65536.0);
+}
+
+/// Reads from a streamed response until `n` bytes have come.
+async fn read_at_least(response: &mut reqwest::Response, n: usize) -> Vec<u8> {
+    let mut got = Vec::new();
+    while got.len() < n {
+        let chunk = tokio::time::timeout(TIMEOUT, response.chunk())
+            .await
+            .expect("a chunk in time")
+            .expect("body readable")
+            .expect("more body");
+        got.extend_from_slice(&chunk);
+    }
+    got
+}
+
+#[tokio::test]
+async fn a_fill_streams_to_its_client_and_to_waiters() {
+    let origin = Origin::default();
+    let (addr, _stop) = origin.start().await;
+    let node = start_node(&node_yaml("fra", &http_origin(addr), "")).await;
+    let client = client(&node);
+    let stream = url(&node, "/stream");
+    // The origin holds back its second part: both the client that caused the
+    // fill and one that joined it read the first part meanwhile.
+    let mut first = client.get(&stream).send().await.expect("GET");
+    assert_eq!(x_cache(first.headers()), "MISS");
+    assert_eq!(read_at_least(&mut first, 11).await, b"first part|");
+    let mut joined = client.get(&stream).send().await.expect("GET");
+    assert_eq!(x_cache(joined.headers()), "HIT");
+    assert_eq!(read_at_least(&mut joined, 11).await, b"first part|");
+    origin.release.notify_one();
+    for mut response in [first, joined] {
+        assert_eq!(read_at_least(&mut response, 11).await, b"second part");
+        assert!(response.chunk().await.expect("end").is_none());
+    }
+    // Complete, and stored whole.
+    let (_, headers, body) = get(&client, &stream, &[]).await;
+    assert_eq!(
+        (x_cache(&headers), body.as_slice()),
+        ("HIT".into(), b"first part|second part".as_slice())
+    );
+    assert_eq!(origin.count("/stream"), 1);
+}
+
+#[tokio::test]
+async fn an_origin_failing_mid_body_aborts_and_stores_nothing() {
+    let origin = Origin::default();
+    let (addr, _stop) = origin.start().await;
+    let node = start_node(&node_yaml("fra", &http_origin(addr), "")).await;
+    let client = client(&node);
+    for _ in 0..2 {
+        let mut response = client.get(url(&node, "/broken")).send().await.expect("GET");
+        assert_eq!(x_cache(response.headers()), "MISS");
+        assert_eq!(read_at_least(&mut response, 7).await, b"partial");
+        origin.release.notify_one();
+        let rest = tokio::time::timeout(TIMEOUT, response.bytes())
+            .await
+            .expect("the end in time");
+        assert!(rest.is_err(), "a truncated body is an error: {rest:?}");
+    }
+    assert_eq!(origin.count("/broken"), 2, "the half object was not cached");
+}
+
+#[tokio::test]
+async fn objects_over_the_size_limit_stream_through_uncached() {
+    let origin = Origin::default();
+    let (addr, _stop) = origin.start().await;
+    let yaml = node_yaml("fra", &http_origin(addr), "max-object-size: 1000\n");
+    let node = start_node(&yaml).await;
+    let client = client(&node);
+    for _ in 0..2 {
+        let (status, headers, body) = get(&client, &url(&node, "/bin"), &[]).await;
+        assert_eq!((status, x_cache(&headers)), (StatusCode::OK, "MISS".into()));
+        assert_eq!(body, binary());
+    }
+    // Not stored, so a range gets the whole object streamed.
+    let (status, _, body) = get(&client, &url(&node, "/bin"), &[("range", "bytes=0-9")]).await;
+    assert_eq!((status, body.len()), (StatusCode::OK, 5000));
+    assert_eq!(origin.count("/bin"), 3);
+    // Small objects are still cached.
+    get(&client, &url(&node, "/obj"), &[]).await;
+    let (_, headers, _) = get(&client, &url(&node, "/obj"), &[]).await;
+    assert_eq!(x_cache(&headers), "HIT");
 }

@@ -8,6 +8,7 @@
 //! pop: nrt
 //! node-id: nrt-edge-1          # in `Via`; defaults to the POP id
 //! memory-budget: 268435456
+//! max-object-size: 33554432    # larger objects stream through, never stored
 //! metrics-listen: 127.0.0.1:9090
 //! parent: { host: 192.0.2.50, port: 8080 }   # a regional tier, asked before the origins
 //! domains:
@@ -58,6 +59,8 @@ pub struct CacheConfig {
     pub pop: String,
     /// Most bytes of cached objects kept in memory.
     pub memory_budget: u64,
+    /// Objects larger than this stream through without being stored.
+    pub max_object_size: u64,
     /// Accelerated domains by lower-case name without a trailing dot.
     pub domains: HashMap<String, CacheDomain>,
     /// Where to push health and load, if anywhere.
@@ -227,6 +230,7 @@ struct File {
     listen: Spanned<String>,
     pop: Spanned<String>,
     memory_budget: Option<Spanned<u64>>,
+    max_object_size: Option<Spanned<u64>>,
     domains: Spanned<Vec<Spanned<DomainFile>>>,
     meridian: Option<Spanned<MeridianFile>>,
     node_id: Option<Spanned<String>>,
@@ -335,6 +339,19 @@ fn validate(file: File, path: &Path) -> Result<CacheConfig, ConfigError> {
             "`domains`: expected at least one domain".into(),
         );
     }
+    // One object may take an eighth of the memory by default, so that a few
+    // large ones cannot push out everything else.
+    let max_object_size = match &file.max_object_size {
+        Some(m) if m.value == 0 || m.value > memory_budget => {
+            problem(
+                &m.referenced,
+                format!("`max-object-size`: expected 1 to `memory-budget` ({memory_budget}) bytes"),
+            );
+            0
+        }
+        Some(m) => m.value,
+        None => (memory_budget / 8).max(1),
+    };
     let node_parent = file
         .parent
         .as_ref()
@@ -551,6 +568,7 @@ fn validate(file: File, path: &Path) -> Result<CacheConfig, ConfigError> {
         listen,
         pop: file.pop.value.trim().to_string(),
         memory_budget,
+        max_object_size,
         domains,
         meridian,
         node_id,
@@ -682,6 +700,7 @@ domains:
 ";
         let config = CacheConfig::parse(text, &dir.path().join("cache.yaml")).expect("valid");
         assert_eq!(config.node_id, "nrt-edge-1");
+        assert_eq!(config.max_object_size, DEFAULT_MEMORY_BUDGET / 8);
         assert_eq!(
             config.metrics_listen,
             Some("127.0.0.1:9090".parse().expect("addr"))

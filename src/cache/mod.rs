@@ -12,7 +12,8 @@
 //! else is fetched by `origin` (the domain's parent cache node first, then its
 //! origins in order, HTTP or HTTPS, with failover and `Via`), and misses for one
 //! key are coalesced: one request fetches, the others wait for it and are served
-//! what it stored. A stale entry may be answered at once or when the upstreams
+//! what it stored. The body streams (`growing`): the client and any waiter read
+//! it as it arrives, and the store gets it once complete. A stale entry may be answered at once or when the upstreams
 //! fail (`stale`, RFC 5861). Whatever is served, `conditional` and `range` shape
 //! the answer (304, 206, 416) from the whole cached object. Requests other than
 //! GET and HEAD pass through as BYPASS. `metrics` counts every response and is
@@ -24,6 +25,7 @@
 
 mod conditional;
 pub mod config;
+mod growing;
 mod metrics;
 mod origin;
 mod proxy;

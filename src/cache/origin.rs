@@ -11,7 +11,8 @@ use axum::body::Bytes;
 use axum::http::header::{self, HeaderMap, HeaderValue};
 use axum::http::{Method, StatusCode, Uri, response};
 use axum::response::{IntoResponse, Response};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::Full;
+use hyper::body::Incoming;
 use hyper_rustls::{ConfigBuilderExt, FixedServerNameResolver, HttpsConnector};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -24,7 +25,8 @@ use super::proxy::{CacheStatus, X_CACHE};
 
 /// How long one upstream may take to connect.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
-/// How long one upstream may take to answer in full before the next is tried.
+/// How long one upstream may take to send its response headers before the next
+/// is tried (the body then streams, with an idle timeout of its own).
 const TIMEOUT: Duration = Duration::from_secs(30);
 
 type HttpsClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
@@ -34,8 +36,6 @@ type HttpsClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 pub enum OriginError {
     /// No upstream could be reached or answered in time.
     Unreachable,
-    /// An answer's body was over the limit.
-    TooLarge,
 }
 
 impl OriginError {
@@ -43,17 +43,16 @@ impl OriginError {
     pub fn response(self) -> Response {
         let (status, text) = match self {
             Self::Unreachable => (StatusCode::BAD_GATEWAY, "no origin answered\n"),
-            Self::TooLarge => (StatusCode::BAD_GATEWAY, "origin response too large\n"),
         };
         (status, [(X_CACHE, CacheStatus::Miss.header())], text).into_response()
     }
 }
 
-/// An upstream's full answer.
+/// An upstream's answer, its body still to come.
 #[derive(Debug)]
 pub struct Fetched {
     pub parts: response::Parts,
-    pub body: Bytes,
+    pub body: Incoming,
 }
 
 /// The HTTP clients and what every upstream request carries.
@@ -62,7 +61,6 @@ pub struct Upstreams {
     https: Vec<(OriginTls, HttpsClient)>,
     /// `1.1 NODE-ID`, appended to `Via`.
     via: HeaderValue,
-    body_limit: usize,
     metrics: CacheMetrics,
 }
 
@@ -86,7 +84,6 @@ impl Upstreams {
             https,
             via: HeaderValue::from_str(&format!("1.1 {}", config.node_id))
                 .map_err(|_| format!("`node-id` {} cannot go in Via", config.node_id))?,
-            body_limit: usize::try_from(config.memory_budget).unwrap_or(usize::MAX),
             metrics,
         })
     }
@@ -175,6 +172,8 @@ impl Upstreams {
         upstream: &OriginServer,
         request: axum::http::Request<Full<Bytes>>,
     ) -> Result<Fetched, (OriginError, bool)> {
+        // TODO-robustness: an upstream may still fail mid-body; that ends the
+        // client's response (see `growing`) rather than failing over.
         let sent = match &upstream.tls {
             None => self.http.request(request).await,
             Some(tls) => match self.https.iter().find(|(known, _)| known == tls) {
@@ -187,11 +186,6 @@ impl Upstreams {
             (OriginError::Unreachable, e.is_connect())
         })?;
         let (parts, body) = response.into_parts();
-        let body = Limited::new(body, self.body_limit)
-            .collect()
-            .await
-            .map_err(|_| (OriginError::TooLarge, false))?
-            .to_bytes();
         Ok(Fetched { parts, body })
     }
 }

@@ -14,12 +14,14 @@ use axum::http::{Method, StatusCode, Uri, request, response};
 use axum::response::{IntoResponse, Response};
 use http_body_util::{BodyExt, Full, Limited};
 use http_cache_semantics::{AfterResponse, BeforeRequest, CacheOptions, CachePolicy};
+use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use tokio::sync::OnceCell;
 
 use super::conditional;
 use super::config::{CacheConfig, CacheDomain};
+use super::growing::GrowingBody;
 use super::metrics::CacheMetrics;
 use super::origin::{OriginError, Upstreams};
 use super::range::{self, Selection};
@@ -80,15 +82,29 @@ impl CacheStatus {
     }
 }
 
-/// What one coalesced fill produced: the entry (stored or not) and how.
+/// What one coalesced fill produced: the response, its body (possibly still
+/// arriving) and how it was served.
 #[derive(Debug)]
 struct Fill {
-    entry: Arc<Entry>,
-    /// In the store: waiting requests may be served it.
-    stored: bool,
+    policy: CachePolicy,
+    body: FillBody,
+    /// Storable and shared: waiting requests may be served it.
+    shared: bool,
     status: CacheStatus,
     /// The headers to serve when the policy will not serve the entry fresh.
     parts: response::Parts,
+}
+
+/// A fill's body.
+#[derive(Debug)]
+enum FillBody {
+    /// Already whole (a revalidated entry).
+    Whole(Bytes),
+    /// Arriving; readers follow it and the store gets it once complete.
+    Growing(Arc<GrowingBody>),
+    /// Over `max-object-size`: streamed to the one request that asked, never
+    /// buffered or stored.
+    Direct(Mutex<Option<Incoming>>),
 }
 
 /// One fill in progress for a key; requests for the key wait on it.
@@ -98,7 +114,7 @@ type Flight = Arc<OnceCell<Result<Arc<Fill>, OriginError>>>;
 pub struct Node {
     pub config: CacheConfig,
     upstreams: Upstreams,
-    pub store: Store,
+    pub store: Arc<Store>,
     pub metrics: CacheMetrics,
     flights: Mutex<HashMap<String, Flight>>,
     /// Requests being served now.
@@ -122,7 +138,7 @@ impl Node {
         let metrics = CacheMetrics::new();
         Ok(Self {
             upstreams: Upstreams::new(&config, metrics.clone())?,
-            store: Store::new(config.memory_budget, metrics.evictions.clone()),
+            store: Arc::new(Store::new(config.memory_budget, metrics.evictions.clone())),
             metrics,
             config,
             flights: Mutex::new(HashMap::new()),
@@ -153,7 +169,13 @@ async fn on_the_way_out(State(node): State<Arc<Node>>, mut response: Response) -
     response
         .headers_mut()
         .append(header::VIA, node.upstreams.via().clone());
-    let bytes = response.body().size_hint().exact().unwrap_or(0);
+    // A streamed body's length is known from its header, if at all.
+    let bytes = response
+        .body()
+        .size_hint()
+        .exact()
+        .or_else(|| content_length(response.headers()))
+        .unwrap_or(0);
     node.metrics
         .record_response(response.status(), response.headers().get(X_CACHE), bytes);
     response
@@ -259,9 +281,9 @@ async fn handle(State(node): State<Arc<Node>>, request: Request) -> Response {
             (fill, status)
         }
         Ok(fill)
-            if fill.stored
+            if fill.shared
                 && matches!(
-                    fill.entry.policy.before_request(&lookup, now),
+                    fill.policy.before_request(&lookup, now),
                     BeforeRequest::Fresh(_)
                 ) =>
         {
@@ -282,19 +304,19 @@ async fn handle(State(node): State<Arc<Node>>, request: Request) -> Response {
     // Stored: served as the policy says (with `Age`). Not stored, or already
     // stale for this request (it asked for `no-cache`, say): the origin's answer
     // is still the newest there is.
-    let served = match fill.stored {
-        true => match fill.entry.policy.before_request(&lookup, now) {
+    let served = match fill.shared {
+        true => match fill.policy.before_request(&lookup, now) {
             BeforeRequest::Fresh(fresh) => fresh,
             BeforeRequest::Stale { .. } => clone_parts(&fill.parts),
         },
         false => clone_parts(&fill.parts),
     };
-    answer(&parts.headers, head, served, &fill.entry.body, status)
+    answer_fill(&parts.headers, head, served, &fill.body, status).await
 }
 
 /// Joins the fill under way for `key`, or leads a new one; says which.
 async fn coalesced_fill(
-    node: &Node,
+    node: &Arc<Node>,
     domain: &CacheDomain,
     key: &str,
     lookup: &request::Parts,
@@ -306,10 +328,11 @@ async fn coalesced_fill(
     };
     // Whatever becomes of this request (its client may go away mid-fill), the
     // finished or abandoned flight leaves the map.
-    let _leave = LeaveFlight {
+    let mut leave = LeaveFlight {
         node,
         key,
         flight: &flight,
+        armed: true,
     };
     let mut led = false;
     let result = flight
@@ -319,6 +342,21 @@ async fn coalesced_fill(
         })
         .await
         .clone();
+    // Requests that arrive while a shared body is still streaming join it rather
+    // than fetch again: the flight stays until the body is complete (and stored).
+    if led
+        && let Ok(fill) = &result
+        && fill.shared
+        && let FillBody::Growing(growing) = &fill.body
+    {
+        leave.armed = false;
+        let (node, key, flight) = (node.clone(), key.to_string(), flight.clone());
+        let growing = growing.clone();
+        tokio::spawn(async move {
+            growing.complete().await;
+            leave_flight(&node, &key, &flight);
+        });
+    }
     (result, led)
 }
 
@@ -358,7 +396,7 @@ fn refresh_in_background(
 fn upstream_failed(result: &Result<Arc<Fill>, OriginError>) -> bool {
     match result {
         Err(_) => true,
-        Ok(fill) => !fill.stored && fill.parts.status.is_server_error(),
+        Ok(fill) => !fill.shared && fill.parts.status.is_server_error(),
     }
 }
 
@@ -367,24 +405,30 @@ struct LeaveFlight<'a> {
     node: &'a Node,
     key: &'a str,
     flight: &'a Flight,
+    /// Cleared when the flight must outlive the request.
+    armed: bool,
 }
 
 impl Drop for LeaveFlight<'_> {
     fn drop(&mut self) {
-        let mut flights = self.node.flights.lock().unwrap_or_else(|p| p.into_inner());
-        if flights
-            .get(self.key)
-            .is_some_and(|f| Arc::ptr_eq(f, self.flight))
-        {
-            flights.remove(self.key);
+        if self.armed {
+            leave_flight(self.node, self.key, self.flight);
         }
+    }
+}
+
+/// Takes `flight` out of the map, unless a newer one replaced it.
+fn leave_flight(node: &Node, key: &str, flight: &Flight) {
+    let mut flights = node.flights.lock().unwrap_or_else(|p| p.into_inner());
+    if flights.get(key).is_some_and(|f| Arc::ptr_eq(f, flight)) {
+        flights.remove(key);
     }
 }
 
 /// Fetches `key` from the origins (revalidating `stale` when there is one) and
 /// stores what may be stored.
 async fn fill(
-    node: &Node,
+    node: &Arc<Node>,
     domain: &CacheDomain,
     key: &str,
     lookup: &request::Parts,
@@ -425,8 +469,9 @@ async fn fill(
         });
         node.store.insert(key.to_string(), refreshed.clone());
         return Ok(Arc::new(Fill {
-            entry: refreshed,
-            stored: true,
+            policy: refreshed.policy.clone(),
+            body: FillBody::Whole(refreshed.body.clone()),
+            shared: true,
             status: CacheStatus::Revalidated,
             parts,
         }));
@@ -448,33 +493,50 @@ async fn fill(
     );
     let options = CacheOptions::default();
     let policy = CachePolicy::new_options(lookup, &rule_parts, now, options);
-    let stored = policy.is_storable();
+    let storable = policy.is_storable();
+    if !storable && !fetched.parts.status.is_server_error() {
+        // An uncacheable answer replaces what was cached; a failure does not,
+        // so the old entry stays for `stale-if-error`.
+        node.store.remove(key);
+    }
     let header_bytes = fetched
         .parts
         .headers
         .iter()
         .map(|(n, v)| n.as_str().len() + v.len())
         .sum();
-    let entry = Arc::new(Entry {
-        stale_at: now + policy.time_to_live(now),
-        windows: StaleWindows::of(&fetched.parts.headers, &domain.rules),
-        last_modified: fetched.parts.headers.get(header::LAST_MODIFIED).cloned(),
-        policy,
-        body: fetched.body,
-        header_bytes,
-    });
-    if stored {
-        node.store.insert(key.to_string(), entry.clone());
-    } else if !fetched.parts.status.is_server_error() {
-        // An uncacheable answer replaces what was cached; a failure does not,
-        // so the old entry stays for `stale-if-error`.
-        node.store.remove(key);
-    }
-    let mut parts = fetched.parts;
+    let max_object = node.config.max_object_size;
+    let too_large = content_length(&fetched.parts.headers).is_some_and(|l| l > max_object);
+    let (mut parts, upstream) = (fetched.parts, fetched.body);
+    let body = if too_large {
+        FillBody::Direct(Mutex::new(Some(upstream)))
+    } else {
+        let entry = Entry {
+            stale_at: now + policy.time_to_live(now),
+            windows: StaleWindows::of(&parts.headers, &domain.rules),
+            last_modified: parts.headers.get(header::LAST_MODIFIED).cloned(),
+            policy: policy.clone(),
+            body: Bytes::new(),
+            header_bytes,
+        };
+        let (store, key) = (node.store.clone(), key.to_string());
+        let budget = node.config.memory_budget;
+        FillBody::Growing(GrowingBody::fill(
+            upstream,
+            max_object,
+            budget,
+            move |body| {
+                if storable {
+                    store.insert(key, Arc::new(Entry { body, ..entry }));
+                }
+            },
+        ))
+    };
     parts.headers = forwardable(&parts.headers);
     Ok(Arc::new(Fill {
-        entry,
-        stored,
+        policy,
+        body,
+        shared: storable && !too_large,
         status: CacheStatus::Miss,
         parts,
     }))
@@ -504,7 +566,7 @@ async fn bypass(node: &Node, domain: &CacheDomain, parts: request::Parts, body: 
         Ok(fetched) => {
             let mut response_parts = fetched.parts;
             response_parts.headers = forwardable(&response_parts.headers);
-            let mut response = Response::from_parts(response_parts, Body::from(fetched.body));
+            let mut response = Response::from_parts(response_parts, Body::new(fetched.body));
             response
                 .headers_mut()
                 .insert(X_CACHE, CacheStatus::Bypass.header());
@@ -559,6 +621,66 @@ fn answer(
             Response::from_parts(served, Body::empty())
         }
     }
+}
+
+/// The response to the client for a fill: a whole body as [`answer`] does; a
+/// growing one streamed as it arrives (after the end only for a `Range`, whose
+/// slice needs the whole object, or a HEAD with no length); a direct one
+/// streamed through.
+async fn answer_fill(
+    request: &HeaderMap,
+    head: bool,
+    mut served: response::Parts,
+    body: &FillBody,
+    status: CacheStatus,
+) -> Response {
+    let streamed = match body {
+        FillBody::Whole(bytes) => return answer(request, head, served, bytes, status),
+        FillBody::Growing(growing) => {
+            let whole_first = served.status == StatusCode::OK
+                && match head {
+                    true => content_length(&served.headers).is_none(),
+                    false => request.contains_key(header::RANGE),
+                };
+            if whole_first {
+                return match growing.complete().await {
+                    Some(bytes) => answer(request, head, served, &bytes, status),
+                    None => OriginError::Unreachable.response(),
+                };
+            }
+            growing.reader()
+        }
+        FillBody::Direct(upstream) => upstream
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+            .map_or_else(Body::empty, Body::new),
+    };
+    served.headers.insert(X_CACHE, status.header());
+    if served.status == StatusCode::OK {
+        if conditional::not_modified(request, &served.headers) {
+            served.status = StatusCode::NOT_MODIFIED;
+            served.headers.remove(header::CONTENT_LENGTH);
+            return Response::from_parts(served, Body::empty());
+        }
+        served
+            .headers
+            .insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    }
+    if head {
+        return Response::from_parts(served, Body::empty());
+    }
+    Response::from_parts(served, streamed)
+}
+
+/// A `Content-Length`, if there is a valid one.
+fn content_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
 }
 
 /// The whole body (or, for HEAD, its length).
