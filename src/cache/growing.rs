@@ -37,6 +37,9 @@ impl GrowingBody {
     /// even if every reader goes away). When the whole body arrived and holds at
     /// most `keep_at_most` bytes, `complete` is called with it. A body past
     /// `buffer_at_most` bytes fails: that much is never held for one object.
+    /// TODO-performance: a body of unknown length that outgrows `keep_at_most`
+    /// is still buffered whole for its readers; it could switch to one reader
+    /// and drop what has been sent.
     pub fn fill(
         upstream: Incoming,
         keep_at_most: u64,
