@@ -6,13 +6,20 @@
 //! version: 1
 //! listen: 127.0.0.1:8080
 //! pop: nrt
+//! node-id: nrt-edge-1          # in `Via`; defaults to the POP id
 //! memory-budget: 268435456
+//! max-object-size: 33554432    # larger objects stream through, never stored
+//! metrics-listen: 127.0.0.1:9090
+//! parent: { host: 192.0.2.50, port: 8080 }   # a regional tier, asked before the origins
 //! domains:
 //!   - name: www.example.com
 //!     origins:
 //!       - { host: 192.0.2.10, port: 8000, scheme: http }
+//!       - { host: 192.0.2.11, port: 443, scheme: https, tls-server-name: origin.example.com }
 //!     cache:
 //!       default-ttl: 60
+//!       stale-while-revalidate: 30
+//!       stale-if-error: 600
 //!       ttl:
 //!         - { prefix: /static/, seconds: 86400 }
 //!         - { extension: jpg, seconds: 3600 }
@@ -40,6 +47,8 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
 use serde::Deserialize;
 use serde_saphyr::Spanned;
 
@@ -67,12 +76,19 @@ pub struct CacheConfig {
     pub pop: String,
     /// Most bytes of cached objects kept in memory.
     pub memory_budget: u64,
+    /// Objects larger than this stream through without being stored.
+    pub max_object_size: u64,
     /// Accelerated domains by lower-case name without a trailing dot.
     pub domains: HashMap<String, CacheDomain>,
     /// Where to push health and load, if anywhere.
     pub meridian: Option<MeridianPush>,
     /// The purge and prefetch API, if enabled.
     pub admin: Option<AdminApi>,
+    /// This node's name in `Via`, which is also how it recognises a request that
+    /// has looped back to it.
+    pub node_id: String,
+    /// Where `/metrics` is served, apart from the accelerated domains' traffic.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// The purge and prefetch API: on a listener of its own, so it is never reachable
@@ -94,6 +110,9 @@ pub struct CacheDomain {
     pub name: String,
     /// Tried in order: a connection failure or a 5xx moves on to the next.
     pub origins: Vec<OriginServer>,
+    /// Another cache node asked before the origins (the domain's own, else the
+    /// node-wide one); the origins remain the fallback.
+    pub parent: Option<OriginServer>,
     /// How responses are cached.
     pub rules: CacheRules,
     /// Requests passed through to the origin uncached: the first match wins.
@@ -109,12 +128,23 @@ pub enum DynamicRule {
     Extension(String),
 }
 
-/// An origin server.
+/// An origin server (or a parent cache node).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OriginServer {
     /// Address or host name.
     pub host: String,
     pub port: u16,
+    /// Set for `scheme: https`.
+    pub tls: Option<OriginTls>,
+}
+
+/// How an HTTPS origin's certificate is checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OriginTls {
+    /// The name the certificate must carry when it is not `host`.
+    pub server_name: Option<String>,
+    /// Trust anchors from `ca-file` instead of the public web roots.
+    pub roots: Option<Vec<CertificateDer<'static>>>,
 }
 
 /// Per-domain caching rules, applied where the origin says nothing itself.
@@ -127,6 +157,9 @@ pub struct CacheRules {
     pub ttl: Vec<TtlRule>,
     /// What of the query string goes into the cache key.
     pub query: QueryHandling,
+    /// RFC 5861 windows (seconds) for responses that do not set their own.
+    pub stale_while_revalidate: u64,
+    pub stale_if_error: u64,
 }
 
 /// A TTL for paths that start with a prefix or end in a file extension.
@@ -253,9 +286,20 @@ struct File {
     listen: Spanned<String>,
     pop: Spanned<String>,
     memory_budget: Option<Spanned<u64>>,
+    max_object_size: Option<Spanned<u64>>,
     domains: Spanned<Vec<Spanned<DomainFile>>>,
     meridian: Option<Spanned<MeridianFile>>,
     admin: Option<Spanned<AdminFile>>,
+    node_id: Option<Spanned<String>>,
+    metrics_listen: Option<Spanned<String>>,
+    parent: Option<Spanned<ParentFile>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct ParentFile {
+    host: String,
+    port: Option<u16>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -263,6 +307,7 @@ struct File {
 struct DomainFile {
     name: Spanned<String>,
     origins: Spanned<Vec<Spanned<OriginFile>>>,
+    parent: Option<Spanned<ParentFile>>,
     #[serde(default)]
     cache: CacheFile,
     #[serde(default)]
@@ -277,6 +322,8 @@ struct OriginFile {
     host: String,
     port: Option<u16>,
     scheme: Option<String>,
+    tls_server_name: Option<String>,
+    ca_file: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -287,6 +334,8 @@ struct CacheFile {
     ttl: Vec<Spanned<TtlFile>>,
     #[serde(default)]
     query_string: QueryHandling,
+    stale_while_revalidate: Option<u64>,
+    stale_if_error: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -400,6 +449,50 @@ fn validate(file: File, path: &Path) -> Result<CacheConfig, ConfigError> {
             "`domains`: expected at least one domain".into(),
         );
     }
+    // One object may take an eighth of the memory by default, so that a few
+    // large ones cannot push out everything else.
+    let max_object_size = match &file.max_object_size {
+        Some(m) if m.value == 0 || m.value > memory_budget => {
+            problem(
+                &m.referenced,
+                format!("`max-object-size`: expected 1 to `memory-budget` ({memory_budget}) bytes"),
+            );
+            0
+        }
+        Some(m) => m.value,
+        None => (memory_budget / 8).max(1),
+    };
+    let node_parent = file
+        .parent
+        .as_ref()
+        .and_then(|p| parent_server(p, &mut problem));
+    let metrics_listen = file.metrics_listen.as_ref().and_then(|m| {
+        let parsed = m.value.parse::<SocketAddr>().ok();
+        if parsed.is_none() {
+            problem(
+                &m.referenced,
+                format!(
+                    "`metrics-listen`: expected ADDRESS:PORT, found `{}`",
+                    m.value
+                ),
+            );
+        }
+        parsed
+    });
+    let node_id = match &file.node_id {
+        Some(id) if !is_token(&id.value) => {
+            problem(
+                &id.referenced,
+                format!(
+                    "`node-id`: `{}` must be letters, digits and `-._` only (it goes into `Via`)",
+                    id.value
+                ),
+            );
+            String::new()
+        }
+        Some(id) => id.value.clone(),
+        None => file.pop.value.trim().to_string(),
+    };
     let mut domains = HashMap::new();
     for domain in &file.domains.value {
         let at = &domain.value.name.referenced;
@@ -421,30 +514,68 @@ fn validate(file: File, path: &Path) -> Result<CacheConfig, ConfigError> {
             );
         }
         for origin in &domain.value.origins.value {
-            let scheme = origin.value.scheme.as_deref().unwrap_or("http");
-            match scheme {
-                "http" => {}
-                // TODO-completeness: HTTPS origins need a TLS connector (hyper-rustls).
-                "https" => problem(
-                    &origin.referenced,
-                    "`scheme`: https origins are not supported yet, expected http".into(),
-                ),
-                other => problem(
-                    &origin.referenced,
-                    format!("`scheme`: expected http or https, found `{other}`"),
-                ),
+            let at = &origin.referenced;
+            let file = &origin.value;
+            let https = match file.scheme.as_deref().unwrap_or("http") {
+                "http" => false,
+                "https" => true,
+                other => {
+                    problem(
+                        at,
+                        format!("`scheme`: expected http or https, found `{other}`"),
+                    );
+                    false
+                }
+            };
+            if file.host.trim().is_empty() {
+                problem(at, "`host`: expected an address or host name".into());
             }
-            if origin.value.host.trim().is_empty() {
+            if !https && (file.tls_server_name.is_some() || file.ca_file.is_some()) {
                 problem(
-                    &origin.referenced,
-                    "`host`: expected an address or host name".into(),
+                    at,
+                    "`tls-server-name` and `ca-file` apply to `scheme: https` only".into(),
                 );
             }
+            if let Some(name) = &file.tls_server_name
+                && rustls::pki_types::ServerName::try_from(name.as_str()).is_err()
+            {
+                problem(
+                    at,
+                    format!("`tls-server-name`: `{name}` is not a DNS name or address"),
+                );
+            }
+            let roots = file.ca_file.as_ref().and_then(|ca| {
+                let ca = resolve(path, ca);
+                let read = CertificateDer::pem_file_iter(&ca)
+                    .and_then(|certs| certs.collect::<Result<Vec<_>, _>>());
+                match read {
+                    Ok(certs) if !certs.is_empty() => Some(certs),
+                    Ok(_) => {
+                        problem(
+                            at,
+                            format!("`ca-file`: {} holds no certificate", ca.display()),
+                        );
+                        None
+                    }
+                    Err(e) => {
+                        problem(at, format!("`ca-file`: cannot read {}: {e}", ca.display()));
+                        None
+                    }
+                }
+            });
             origins.push(OriginServer {
-                host: origin.value.host.trim().to_string(),
-                port: origin.value.port.unwrap_or(80),
+                host: file.host.trim().to_string(),
+                port: file.port.unwrap_or(if https { 443 } else { 80 }),
+                tls: https.then(|| OriginTls {
+                    server_name: file.tls_server_name.clone(),
+                    roots,
+                }),
             });
         }
+        let parent = match &domain.value.parent {
+            Some(p) => parent_server(p, &mut problem),
+            None => node_parent.clone(),
+        };
         let mut ttl = Vec::new();
         for rule in &domain.value.cache.ttl {
             let TtlFile {
@@ -472,6 +603,8 @@ fn validate(file: File, path: &Path) -> Result<CacheConfig, ConfigError> {
             default_ttl: domain.value.cache.default_ttl.unwrap_or(0),
             ttl,
             query: domain.value.cache.query_string.clone(),
+            stale_while_revalidate: domain.value.cache.stale_while_revalidate.unwrap_or(0),
+            stale_if_error: domain.value.cache.stale_if_error.unwrap_or(0),
         };
         let mut dynamic = Vec::new();
         for rule in &domain.value.dynamic {
@@ -495,6 +628,7 @@ fn validate(file: File, path: &Path) -> Result<CacheConfig, ConfigError> {
         let parsed = CacheDomain {
             name: name.clone(),
             origins,
+            parent,
             rules,
             dynamic,
             access,
@@ -606,10 +740,48 @@ fn validate(file: File, path: &Path) -> Result<CacheConfig, ConfigError> {
         listen,
         pop: file.pop.value.trim().to_string(),
         memory_budget,
+        max_object_size,
         domains,
         meridian,
         admin,
+        node_id,
+        metrics_listen,
     })
+}
+
+/// A parent cache node, reached over plain HTTP.
+fn parent_server(
+    parent: &Spanned<ParentFile>,
+    problem: &mut impl FnMut(&serde_saphyr::Location, String),
+) -> Option<OriginServer> {
+    if parent.value.host.trim().is_empty() {
+        problem(
+            &parent.referenced,
+            "`parent`: expected an address or host name in `host`".into(),
+        );
+        return None;
+    }
+    Some(OriginServer {
+        host: parent.value.host.trim().to_string(),
+        port: parent.value.port.unwrap_or(80),
+        tls: None,
+    })
+}
+
+/// Whether `id` can stand as a `Via` received-by name.
+fn is_token(id: &str) -> bool {
+    !id.is_empty()
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_'))
+}
+
+/// A file named in the config, relative to the config's own directory.
+fn resolve(config: &Path, file: &str) -> std::path::PathBuf {
+    match config.parent() {
+        Some(dir) if Path::new(file).is_relative() => dir.join(file),
+        _ => file.into(),
+    }
 }
 
 /// A domain's access rules, with a problem for every list entry that cannot be
@@ -736,6 +908,82 @@ meridian:
             let rules = &config.domains["www.example.com"].rules;
             assert_eq!(rules.query(Some("a=1")).as_deref(), expected, "{word}");
         }
+    }
+
+    #[test]
+    fn serving_keys() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let made = rcgen::generate_simple_self_signed(vec!["origin.test".into()]).expect("cert");
+        std::fs::write(dir.path().join("ca.pem"), made.cert.pem()).expect("CA");
+        let text = "version: 1
+listen: 127.0.0.1:0
+pop: nrt
+node-id: nrt-edge-1
+metrics-listen: 127.0.0.1:9090
+parent: { host: 10.0.0.1, port: 8080 }
+domains:
+  - name: a.example
+    origins:
+      - { host: 127.0.0.1, scheme: https, tls-server-name: origin.test, ca-file: ca.pem }
+    cache:
+      stale-while-revalidate: 30
+      stale-if-error: 600
+  - name: b.example
+    origins:
+      - { host: 127.0.0.1 }
+    parent: { host: 10.0.0.2 }
+";
+        let config = CacheConfig::parse(text, &dir.path().join("cache.yaml")).expect("valid");
+        assert_eq!(config.node_id, "nrt-edge-1");
+        assert_eq!(config.max_object_size, DEFAULT_MEMORY_BUDGET / 8);
+        assert_eq!(
+            config.metrics_listen,
+            Some("127.0.0.1:9090".parse().expect("addr"))
+        );
+        let a = &config.domains["a.example"];
+        assert_eq!(a.origins[0].port, 443);
+        let tls = a.origins[0].tls.as_ref().expect("https");
+        assert_eq!(tls.server_name.as_deref(), Some("origin.test"));
+        assert_eq!(tls.roots.as_ref().map(Vec::len), Some(1));
+        assert_eq!(a.parent.as_ref().map(|p| p.port), Some(8080));
+        assert_eq!(
+            (a.rules.stale_while_revalidate, a.rules.stale_if_error),
+            (30, 600)
+        );
+        let b = &config.domains["b.example"];
+        assert_eq!(
+            b.parent.as_ref().map(|p| (p.host.as_str(), p.port)),
+            Some(("10.0.0.2", 80))
+        );
+        assert_eq!(
+            parse(GOOD).expect("valid").node_id,
+            "nrt",
+            "the POP by default"
+        );
+    }
+
+    #[test]
+    fn serving_key_problems() {
+        let text = "version: 1
+listen: 127.0.0.1:0
+pop: nrt
+node-id: nrt edge
+metrics-listen: nowhere
+domains:
+  - name: a.example
+    origins:
+      - { host: 127.0.0.1, tls-server-name: origin.test }
+      - { host: 127.0.0.1, scheme: https, ca-file: /nonexistent/ca.pem }
+      - { host: 127.0.0.1, scheme: https, tls-server-name: \"not a name\" }
+";
+        let error = parse(text).expect_err("invalid");
+        let lines: Vec<_> = error.problems.iter().map(|p| p.line).collect();
+        assert_eq!(
+            lines,
+            [Some(4), Some(5), Some(9), Some(10), Some(11)],
+            "{error}"
+        );
+        assert!(error.to_string().contains("/nonexistent/ca.pem"), "{error}");
     }
 
     #[test]

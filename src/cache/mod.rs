@@ -9,10 +9,15 @@
 //! the `store` (a weighted `quick_cache` within the memory budget). A fresh entry
 //! is served as a HIT; RFC 9111 decisions (freshness, `Age`, `Vary`,
 //! revalidation, `no-store`/`private`) come from `http-cache-semantics`. Anything
-//! else is fetched from the domain's origins in order, with failover, and misses
-//! for one key are coalesced: one request fetches, the others wait for it and are
-//! served what it stored. Requests other than GET and HEAD pass through as
-//! BYPASS.
+//! else is fetched by `origin` (the domain's parent cache node first, then its
+//! origins in order, HTTP or HTTPS, with failover and `Via`), and misses for one
+//! key are coalesced: one request fetches, the others wait for it and are served
+//! what it stored. The body streams (`growing`): the client and any waiter read
+//! it as it arrives, and the store gets it once complete. A stale entry may be answered at once or when the upstreams
+//! fail (`stale`, RFC 5861). Whatever is served, `conditional` and `range` shape
+//! the answer (304, 206, 416) from the whole cached object. Requests other than
+//! GET and HEAD pass through as BYPASS. `metrics` counts every response and is
+//! served on `metrics-listen`.
 //!
 //! Before any of that, `access` checks the domain's client address, Referer and
 //! signed-URL rules (403, `DENIED`), and the domain's dynamic rules send a request
@@ -29,11 +34,17 @@
 
 pub mod access;
 mod admin;
+mod conditional;
 pub mod config;
+mod growing;
+mod metrics;
+mod origin;
 mod prefetch;
 mod proxy;
 mod purge;
+mod range;
 mod report;
+mod stale;
 mod store;
 
 use std::net::SocketAddr;
@@ -49,6 +60,7 @@ pub struct CacheNode {
     addr: SocketAddr,
     stop: watch::Sender<bool>,
     pushes: watch::Receiver<u64>,
+    metrics_addr: Option<SocketAddr>,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
     admin: Option<admin::Admin>,
     prefetched: watch::Receiver<u64>,
@@ -58,6 +70,11 @@ impl CacheNode {
     /// The address actually bound (port 0 in the config picks one).
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Where `/metrics` is served, when `metrics-listen` is set.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
     }
 
     /// How many health reports some Meridian has accepted so far; tests wait on
@@ -108,7 +125,11 @@ pub async fn start(config: CacheConfig) -> std::io::Result<CacheNode> {
     let addr = listener.local_addr()?;
     let (stop, stopped) = watch::channel(false);
     let (pushed, pushes) = watch::channel(0);
-    let node = Arc::new(proxy::Node::new(config));
+    let node = Arc::new(proxy::Node::new(config).map_err(std::io::Error::other)?);
+    let metrics_addr = match node.config.metrics_listen {
+        Some(at) => Some(serve_metrics(node.clone(), at, stopped.clone()).await?),
+        None => None,
+    };
     if let Some(push) = node.config.meridian.clone() {
         tokio::spawn(report::push_loop(
             node.clone(),
@@ -138,8 +159,36 @@ pub async fn start(config: CacheConfig) -> std::io::Result<CacheNode> {
         addr,
         stop,
         pushes,
+        metrics_addr,
         task,
         admin,
         prefetched,
     })
+}
+
+/// Serves `GET /metrics` on a listener of its own, until `stopped`.
+async fn serve_metrics(
+    node: Arc<proxy::Node>,
+    at: SocketAddr,
+    mut stopped: watch::Receiver<bool>,
+) -> std::io::Result<SocketAddr> {
+    let listener = tokio::net::TcpListener::bind(at).await?;
+    let addr = listener.local_addr()?;
+    let app = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || async move { node.metrics.render(&node.store) }),
+    );
+    tokio::spawn(async move {
+        let shutdown = async move {
+            let _ = stopped.wait_for(|stop| *stop).await;
+        };
+        if let Err(e) = axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown)
+            .await
+        {
+            tracing::error!(error = %e, "metrics listener failed");
+        }
+    });
+    tracing::info!(%addr, "cache node metrics listening");
+    Ok(addr)
 }

@@ -4,31 +4,33 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use axum::Router;
-use axum::body::{Body, Bytes};
+use axum::body::{Body, Bytes, HttpBody};
 use axum::extract::{Request, State};
 use axum::http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use axum::http::{Method, StatusCode, Uri, request, response};
 use axum::response::{IntoResponse, Response};
 use http_body_util::{BodyExt, Full, Limited};
 use http_cache_semantics::{AfterResponse, BeforeRequest, CacheOptions, CachePolicy};
+use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 use tokio::sync::OnceCell;
 
+use super::conditional;
 use super::config::{CacheConfig, CacheDomain};
+use super::growing::GrowingBody;
+use super::metrics::CacheMetrics;
+use super::origin::{OriginError, Upstreams};
 use super::purge::{self, Purges};
+use super::range::{self, Selection};
+use super::stale::{self, StaleWindows, Window};
 use super::store::{Entry, Store};
 
 /// The header that says how a response was served.
 pub const X_CACHE: &str = "x-cache";
-/// How long one origin may take to connect.
-const ORIGIN_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
-/// How long one origin may take to answer in full before the next is tried.
-const ORIGIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// Largest request body passed through to an origin.
 const MAX_REQUEST_BODY: usize = 16 * 1024 * 1024;
 
@@ -63,56 +65,47 @@ pub enum CacheStatus {
     Miss,
     /// A stale entry confirmed by the origin (304) and served from the cache.
     Revalidated,
+    /// A stale entry served while it is refreshed, or because the origins failed.
+    Stale,
     /// Not a cacheable request: passed through.
     Bypass,
 }
 
 impl CacheStatus {
-    fn header(self) -> HeaderValue {
+    pub fn header(self) -> HeaderValue {
         HeaderValue::from_static(match self {
             Self::Hit => "HIT",
             Self::Miss => "MISS",
             Self::Revalidated => "REVALIDATED",
+            Self::Stale => "STALE",
             Self::Bypass => "BYPASS",
         })
     }
 }
 
-/// Why no origin gave an answer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum OriginError {
-    /// No origin could be reached or answered in time.
-    Unreachable,
-    /// An answer's body was over the limit.
-    TooLarge,
-}
-
-impl OriginError {
-    fn response(self) -> Response {
-        let (status, text) = match self {
-            Self::Unreachable => (StatusCode::BAD_GATEWAY, "no origin answered\n"),
-            Self::TooLarge => (StatusCode::BAD_GATEWAY, "origin response too large\n"),
-        };
-        (status, [(X_CACHE, CacheStatus::Miss.header())], text).into_response()
-    }
-}
-
-/// An origin's full answer.
-#[derive(Debug)]
-struct Fetched {
-    parts: response::Parts,
-    body: Bytes,
-}
-
-/// What one coalesced fill produced: the entry (stored or not) and how.
+/// What one coalesced fill produced: the response, its body (possibly still
+/// arriving) and how it was served.
 #[derive(Debug)]
 struct Fill {
-    entry: Arc<Entry>,
-    /// In the store: waiting requests may be served it.
-    stored: bool,
+    policy: CachePolicy,
+    body: FillBody,
+    /// Storable and shared: waiting requests may be served it.
+    shared: bool,
     status: CacheStatus,
     /// The headers to serve when the policy will not serve the entry fresh.
     parts: response::Parts,
+}
+
+/// A fill's body.
+#[derive(Debug)]
+enum FillBody {
+    /// Already whole (a revalidated entry).
+    Whole(Bytes),
+    /// Arriving; readers follow it and the store gets it once complete.
+    Growing(Arc<GrowingBody>),
+    /// Over `max-object-size`: streamed to the one request that asked, never
+    /// buffered or stored.
+    Direct(Mutex<Option<Incoming>>),
 }
 
 /// One fill in progress for a key; requests for the key wait on it.
@@ -121,10 +114,11 @@ type Flight = Arc<OnceCell<Result<Arc<Fill>, OriginError>>>;
 /// Shared state of the proxy.
 pub struct Node {
     pub config: CacheConfig,
-    client: Client<HttpConnector, Full<Bytes>>,
-    pub(super) store: Store,
+    upstreams: Upstreams,
+    pub(super) store: Arc<Store>,
     /// Prefix purges in progress: entries they cover count as absent.
     pub(super) purges: Purges,
+    pub metrics: CacheMetrics,
     flights: Mutex<HashMap<String, Flight>>,
     /// Requests being served now.
     pub in_flight: AtomicU64,
@@ -142,31 +136,53 @@ impl std::fmt::Debug for Node {
 }
 
 impl Node {
-    /// The proxy state for a config.
-    pub fn new(config: CacheConfig) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(ORIGIN_CONNECT_TIMEOUT));
-        connector.set_nodelay(true);
-        Self {
-            client: Client::builder(TokioExecutor::new()).build(connector),
-            store: Store::new(config.memory_budget),
+    /// The proxy state for a config; fails only on a TLS setting rustls refuses.
+    pub fn new(config: CacheConfig) -> Result<Self, String> {
+        let metrics = CacheMetrics::new();
+        Ok(Self {
+            upstreams: Upstreams::new(&config, metrics.clone())?,
+            store: Arc::new(Store::new(config.memory_budget, metrics.evictions.clone())),
             purges: Purges::default(),
+            metrics,
             config,
             flights: Mutex::new(HashMap::new()),
             in_flight: AtomicU64::new(0),
             peak_in_flight: AtomicU64::new(0),
-        }
+        })
     }
 
     /// The HTTP client, shared with the health pushes.
     pub fn client(&self) -> &Client<HttpConnector, Full<Bytes>> {
-        &self.client
+        self.upstreams.http()
     }
 }
 
 /// Every path and method goes to the proxy.
 pub fn router(node: Arc<Node>) -> Router {
-    Router::new().fallback(handle).with_state(node)
+    Router::new()
+        .fallback(handle)
+        .layer(axum::middleware::map_response_with_state(
+            node.clone(),
+            on_the_way_out,
+        ))
+        .with_state(node)
+}
+
+/// Every response: this node in `Via`, and counted.
+async fn on_the_way_out(State(node): State<Arc<Node>>, mut response: Response) -> Response {
+    response
+        .headers_mut()
+        .append(header::VIA, node.upstreams.via().clone());
+    // A streamed body's length is known from its header, if at all.
+    let bytes = response
+        .body()
+        .size_hint()
+        .exact()
+        .or_else(|| content_length(response.headers()))
+        .unwrap_or(0);
+    node.metrics
+        .record_response(response.status(), response.headers().get(X_CACHE), bytes);
+    response
 }
 
 /// Counts a request in flight for as long as it lives.
@@ -196,6 +212,13 @@ pub(super) async fn handle(State(node): State<Arc<Node>>, request: Request) -> R
         )
             .into_response();
     };
+    if super::origin::came_through(request.headers(), &node.config.node_id) {
+        return (
+            StatusCode::LOOP_DETECTED,
+            "request loop: this cache node is already in Via\n",
+        )
+            .into_response();
+    }
     let (parts, body) = request.into_parts();
     if let Err(denied) = domain.access.check(&parts, SystemTime::now()) {
         return denied.response();
@@ -222,36 +245,45 @@ pub(super) async fn handle(State(node): State<Arc<Node>>, request: Request) -> R
     }
     lookup.headers.remove(header::RANGE);
 
+    let now = SystemTime::now();
     let stale = match node.store.get(&key).filter(|_| !node.purges.hides(&key)) {
-        Some(entry) => match entry.policy.before_request(&lookup, SystemTime::now()) {
+        Some(entry) => match entry.policy.before_request(&lookup, now) {
             BeforeRequest::Fresh(fresh) => {
                 return answer(&parts.headers, head, fresh, &entry.body, CacheStatus::Hit);
             }
-            BeforeRequest::Stale { request, matches } => matches.then_some((entry, request)),
+            BeforeRequest::Stale { request, matches } => {
+                if matches
+                    && let Some(served) = stale::servable(&entry, &lookup, Window::Revalidate, now)
+                {
+                    refresh_in_background(&node, domain, &key, &lookup, &entry, request);
+                    return answer(
+                        &parts.headers,
+                        head,
+                        served,
+                        &entry.body,
+                        CacheStatus::Stale,
+                    );
+                }
+                matches.then_some((entry, request))
+            }
         },
         None => None,
     };
-
-    // Coalesce: the first request for the key fills, the rest wait for it.
-    let flight = {
-        let mut flights = node.flights.lock().unwrap_or_else(|p| p.into_inner());
-        flights.entry(key.clone()).or_default().clone()
-    };
-    // Whatever becomes of this request (its client may go away mid-fill), the
-    // finished or abandoned flight leaves the map.
-    let _leave = LeaveFlight {
-        node: &node,
-        key: &key,
-        flight: &flight,
-    };
-    let mut led = false;
-    let result = flight
-        .get_or_init(|| {
-            led = true;
-            fill(&node, domain, &key, &lookup, stale)
-        })
-        .await
-        .clone();
+    let previous = stale.as_ref().map(|(entry, _)| entry.clone());
+    let (result, led) = coalesced_fill(&node, domain, &key, &lookup, stale).await;
+    // Every upstream failed: a stale entry within `stale-if-error` beats an error.
+    if let Some(entry) = &previous
+        && upstream_failed(&result)
+        && let Some(served) = stale::servable(entry, &lookup, Window::IfError, SystemTime::now())
+    {
+        return answer(
+            &parts.headers,
+            head,
+            served,
+            &entry.body,
+            CacheStatus::Stale,
+        );
+    }
     let now = SystemTime::now();
     let (fill, status) = match result {
         Ok(fill) if led => {
@@ -259,9 +291,9 @@ pub(super) async fn handle(State(node): State<Arc<Node>>, request: Request) -> R
             (fill, status)
         }
         Ok(fill)
-            if fill.stored
+            if fill.shared
                 && matches!(
-                    fill.entry.policy.before_request(&lookup, now),
+                    fill.policy.before_request(&lookup, now),
                     BeforeRequest::Fresh(_)
                 ) =>
         {
@@ -282,14 +314,100 @@ pub(super) async fn handle(State(node): State<Arc<Node>>, request: Request) -> R
     // Stored: served as the policy says (with `Age`). Not stored, or already
     // stale for this request (it asked for `no-cache`, say): the origin's answer
     // is still the newest there is.
-    let served = match fill.stored {
-        true => match fill.entry.policy.before_request(&lookup, now) {
+    let served = match fill.shared {
+        true => match fill.policy.before_request(&lookup, now) {
             BeforeRequest::Fresh(fresh) => fresh,
             BeforeRequest::Stale { .. } => clone_parts(&fill.parts),
         },
         false => clone_parts(&fill.parts),
     };
-    answer(&parts.headers, head, served, &fill.entry.body, status)
+    answer_fill(&parts.headers, head, served, &fill.body, status).await
+}
+
+/// Joins the fill under way for `key`, or leads a new one; says which.
+async fn coalesced_fill(
+    node: &Arc<Node>,
+    domain: &CacheDomain,
+    key: &str,
+    lookup: &request::Parts,
+    stale: Option<(Arc<Entry>, request::Parts)>,
+) -> (Result<Arc<Fill>, OriginError>, bool) {
+    let flight = {
+        let mut flights = node.flights.lock().unwrap_or_else(|p| p.into_inner());
+        flights.entry(key.to_string()).or_default().clone()
+    };
+    // Whatever becomes of this request (its client may go away mid-fill), the
+    // finished or abandoned flight leaves the map.
+    let mut leave = LeaveFlight {
+        node,
+        key,
+        flight: &flight,
+        armed: true,
+    };
+    let mut led = false;
+    let result = flight
+        .get_or_init(|| {
+            led = true;
+            fill(node, domain, key, lookup, stale)
+        })
+        .await
+        .clone();
+    // Requests that arrive while a shared body is still streaming join it rather
+    // than fetch again: the flight stays until the body is complete (and stored).
+    if led
+        && let Ok(fill) = &result
+        && fill.shared
+        && let FillBody::Growing(growing) = &fill.body
+    {
+        leave.armed = false;
+        let (node, key, flight) = (node.clone(), key.to_string(), flight.clone());
+        let growing = growing.clone();
+        tokio::spawn(async move {
+            growing.complete().await;
+            leave_flight(&node, &key, &flight);
+        });
+    }
+    (result, led)
+}
+
+/// Refreshes a stale entry off the request path (`stale-while-revalidate`):
+/// one refresh per key, as the fill joins any under way and is skipped once
+/// the entry has been replaced.
+fn refresh_in_background(
+    node: &Arc<Node>,
+    domain: &CacheDomain,
+    key: &str,
+    lookup: &request::Parts,
+    entry: &Arc<Entry>,
+    revalidation: request::Parts,
+) {
+    let (node, domain, key) = (node.clone(), domain.name.clone(), key.to_string());
+    let (lookup, entry) = (clone_request(lookup), entry.clone());
+    tokio::spawn(async move {
+        let Some(domain) = node.config.domains.get(&domain) else {
+            return;
+        };
+        if node
+            .store
+            .get(&key)
+            .is_some_and(|current| !Arc::ptr_eq(&current, &entry))
+        {
+            return;
+        }
+        let stale = Some((entry, revalidation));
+        if let (Err(e), _) = coalesced_fill(&node, domain, &key, &lookup, stale).await {
+            tracing::debug!(%key, error = ?e, "background refresh failed");
+        }
+    });
+}
+
+/// Whether a fill found no upstream willing to answer: an error, or a 5xx that
+/// was not stored.
+fn upstream_failed(result: &Result<Arc<Fill>, OriginError>) -> bool {
+    match result {
+        Err(_) => true,
+        Ok(fill) => !fill.shared && fill.parts.status.is_server_error(),
+    }
 }
 
 /// Takes a flight out of the map when dropped, unless a newer one replaced it.
@@ -297,36 +415,55 @@ struct LeaveFlight<'a> {
     node: &'a Node,
     key: &'a str,
     flight: &'a Flight,
+    /// Cleared when the flight must outlive the request.
+    armed: bool,
 }
 
 impl Drop for LeaveFlight<'_> {
     fn drop(&mut self) {
-        let mut flights = self.node.flights.lock().unwrap_or_else(|p| p.into_inner());
-        if flights
-            .get(self.key)
-            .is_some_and(|f| Arc::ptr_eq(f, self.flight))
-        {
-            flights.remove(self.key);
+        if self.armed {
+            leave_flight(self.node, self.key, self.flight);
         }
+    }
+}
+
+/// Takes `flight` out of the map, unless a newer one replaced it.
+fn leave_flight(node: &Node, key: &str, flight: &Flight) {
+    let mut flights = node.flights.lock().unwrap_or_else(|p| p.into_inner());
+    if flights.get(key).is_some_and(|f| Arc::ptr_eq(f, flight)) {
+        flights.remove(key);
     }
 }
 
 /// Fetches `key` from the origins (revalidating `stale` when there is one) and
 /// stores what may be stored.
 async fn fill(
-    node: &Node,
+    node: &Arc<Node>,
     domain: &CacheDomain,
     key: &str,
     lookup: &request::Parts,
     stale: Option<(Arc<Entry>, request::Parts)>,
 ) -> Result<Arc<Fill>, OriginError> {
     let headers = match &stale {
-        Some((_, revalidation)) => forwardable(&revalidation.headers),
+        Some((entry, revalidation)) => {
+            let mut headers = forwardable(&revalidation.headers);
+            // Both validators when there are both (RFC 9111 section 4.3.1); the
+            // policy sends `If-Modified-Since` only without an ETag.
+            if let Some(modified) = &entry.last_modified
+                && !headers.contains_key(header::IF_MODIFIED_SINCE)
+            {
+                headers.insert(header::IF_MODIFIED_SINCE, modified.clone());
+            }
+            headers
+        }
         None => lookup.headers.clone(),
     };
     let path = lookup.uri.path_and_query().map_or("/", |p| p.as_str());
     let purges = node.purges.epoch();
-    let fetched = fetch(node, domain, Method::GET, path, headers, Bytes::new(), true).await?;
+    let upstreams = &node.upstreams;
+    let fetched = upstreams
+        .fetch(domain, Method::GET, path, headers, Bytes::new(), true)
+        .await?;
     let now = SystemTime::now();
     if let Some((entry, _)) = &stale
         && fetched.parts.status == StatusCode::NOT_MODIFIED
@@ -335,13 +472,17 @@ async fn fill(
     {
         let refreshed = Arc::new(Entry {
             header_bytes: entry.header_bytes,
+            stale_at: now + policy.time_to_live(now),
+            windows: StaleWindows::of(&parts.headers, &domain.rules),
+            last_modified: parts.headers.get(header::LAST_MODIFIED).cloned(),
             policy,
             body: entry.body.clone(),
         });
         purge::store_fill(node, key, refreshed.clone(), purges);
         return Ok(Arc::new(Fill {
-            entry: refreshed,
-            stored: true,
+            policy: refreshed.policy.clone(),
+            body: FillBody::Whole(refreshed.body.clone()),
+            shared: true,
             status: CacheStatus::Revalidated,
             parts,
         }));
@@ -350,7 +491,9 @@ async fn fill(
     // again for the whole object.
     let fetched = if stale.is_some() && fetched.parts.status == StatusCode::NOT_MODIFIED {
         let headers = lookup.headers.clone();
-        fetch(node, domain, Method::GET, path, headers, Bytes::new(), true).await?
+        upstreams
+            .fetch(domain, Method::GET, path, headers, Bytes::new(), true)
+            .await?
     } else {
         fetched
     };
@@ -361,95 +504,53 @@ async fn fill(
     );
     let options = CacheOptions::default();
     let policy = CachePolicy::new_options(lookup, &rule_parts, now, options);
-    let stored = policy.is_storable();
+    let storable = policy.is_storable();
+    if !storable && !fetched.parts.status.is_server_error() {
+        // An uncacheable answer replaces what was cached; a failure does not,
+        // so the old entry stays for `stale-if-error`.
+        node.store.remove(key);
+    }
     let header_bytes = fetched
         .parts
         .headers
         .iter()
         .map(|(n, v)| n.as_str().len() + v.len())
         .sum();
-    let entry = Arc::new(Entry {
-        policy,
-        body: fetched.body,
-        header_bytes,
-    });
-    if stored {
-        purge::store_fill(node, key, entry.clone(), purges);
+    let max_object = node.config.max_object_size;
+    let too_large = content_length(&fetched.parts.headers).is_some_and(|l| l > max_object);
+    let (mut parts, upstream) = (fetched.parts, fetched.body);
+    let body = if too_large {
+        FillBody::Direct(Mutex::new(Some(upstream)))
     } else {
-        node.store.remove(key);
-    }
-    let mut parts = fetched.parts;
+        let entry = Entry {
+            stale_at: now + policy.time_to_live(now),
+            windows: StaleWindows::of(&parts.headers, &domain.rules),
+            last_modified: parts.headers.get(header::LAST_MODIFIED).cloned(),
+            policy: policy.clone(),
+            body: Bytes::new(),
+            header_bytes,
+        };
+        let (node, key) = (node.clone(), key.to_string());
+        let budget = node.config.memory_budget;
+        FillBody::Growing(GrowingBody::fill(
+            upstream,
+            max_object,
+            budget,
+            move |body| {
+                if storable {
+                    purge::store_fill(&node, &key, Arc::new(Entry { body, ..entry }), purges);
+                }
+            },
+        ))
+    };
     parts.headers = forwardable(&parts.headers);
     Ok(Arc::new(Fill {
-        entry,
-        stored,
+        policy,
+        body,
+        shared: storable && !too_large,
         status: CacheStatus::Miss,
         parts,
     }))
-}
-
-/// Asks the origins in order; one that cannot be reached, times out or answers
-/// 502/503/504 gives way to the next (when `failover`), and the last answer or
-/// error stands.
-async fn fetch(
-    node: &Node,
-    domain: &CacheDomain,
-    method: Method,
-    path_and_query: &str,
-    headers: HeaderMap,
-    body: Bytes,
-    failover: bool,
-) -> Result<Fetched, OriginError> {
-    let mut last = Err(OriginError::Unreachable);
-    let limit = usize::try_from(node.config.memory_budget).unwrap_or(usize::MAX);
-    for origin in &domain.origins {
-        let Ok(uri) =
-            format!("http://{}:{}{path_and_query}", origin.host, origin.port).parse::<Uri>()
-        else {
-            continue;
-        };
-        let mut request = axum::http::Request::new(Full::new(body.clone()));
-        *request.method_mut() = method.clone();
-        *request.uri_mut() = uri;
-        *request.headers_mut() = headers.clone();
-        if let Ok(host) = HeaderValue::from_str(&domain.name) {
-            request.headers_mut().insert(header::HOST, host);
-        }
-        let attempt = async {
-            let response = node.client.request(request).await.map_err(|e| {
-                tracing::debug!(origin = %origin.host, error = %e, "origin request failed");
-                OriginError::Unreachable
-            })?;
-            let (parts, body) = response.into_parts();
-            let body = Limited::new(body, limit)
-                .collect()
-                .await
-                .map_err(|_| OriginError::TooLarge)?
-                .to_bytes();
-            Ok(Fetched { parts, body })
-        };
-        last = match tokio::time::timeout(ORIGIN_TIMEOUT, attempt).await {
-            Ok(result) => result,
-            Err(_) => Err(OriginError::Unreachable),
-        };
-        match &last {
-            Ok(fetched)
-                if !matches!(
-                    fetched.parts.status,
-                    StatusCode::BAD_GATEWAY
-                        | StatusCode::SERVICE_UNAVAILABLE
-                        | StatusCode::GATEWAY_TIMEOUT
-                ) =>
-            {
-                break;
-            }
-            _ if !failover => break,
-            _ => {
-                tracing::warn!(domain = %domain.name, origin = %origin.host, "origin failed")
-            }
-        }
-    }
-    last
 }
 
 /// Passes a request that is not a GET or HEAD through to the origin, uncached.
@@ -465,23 +566,22 @@ async fn bypass(node: &Node, domain: &CacheDomain, parts: request::Parts, body: 
         None => parts.uri.path().to_string(),
     };
     let headers = forwardable(&parts.headers);
-    // TODO-robustness: fail over only on connection errors here; today the first
-    // origin's failure of any kind ends it.
-    match fetch(
-        node,
-        domain,
-        parts.method.clone(),
-        &path,
-        headers,
-        body.to_bytes(),
-        false,
-    )
-    .await
+    let upstreams = &node.upstreams;
+    match upstreams
+        .fetch(
+            domain,
+            parts.method.clone(),
+            &path,
+            headers,
+            body.to_bytes(),
+            false,
+        )
+        .await
     {
         Ok(fetched) => {
             let mut response_parts = fetched.parts;
             response_parts.headers = forwardable(&response_parts.headers);
-            let mut response = Response::from_parts(response_parts, Body::from(fetched.body));
+            let mut response = Response::from_parts(response_parts, Body::new(fetched.body));
             response
                 .headers_mut()
                 .insert(X_CACHE, CacheStatus::Bypass.header());
@@ -491,8 +591,9 @@ async fn bypass(node: &Node, domain: &CacheDomain, parts: request::Parts, body: 
     }
 }
 
-/// The response to the client: `served` headers with `X-Cache`, answered 304
-/// when the client's `If-None-Match` names its ETag.
+/// The response to the client: `served` headers with `X-Cache`; a 200 becomes
+/// a 304 when the client's preconditions say it has the object, or a 206/416
+/// for its `Range`.
 fn answer(
     request: &HeaderMap,
     head: bool,
@@ -501,13 +602,104 @@ fn answer(
     status: CacheStatus,
 ) -> Response {
     served.headers.insert(X_CACHE, status.header());
-    if served.status == StatusCode::OK && etag_matches(request, &served.headers) {
-        served.status = StatusCode::NOT_MODIFIED;
-        served.headers.remove(header::CONTENT_LENGTH);
-        return Response::from_parts(served, Body::empty());
-    }
     // Length of the body being sent, whatever the origin framed it with.
     served.headers.remove(header::CONTENT_LENGTH);
+    if served.status != StatusCode::OK {
+        return whole(served, head, body);
+    }
+    if conditional::not_modified(request, &served.headers) {
+        served.status = StatusCode::NOT_MODIFIED;
+        return Response::from_parts(served, Body::empty());
+    }
+    served
+        .headers
+        .insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    // Range is defined for GET only (RFC 9110 section 14.2).
+    if head {
+        return whole(served, head, body);
+    }
+    match range::select(request, &served.headers, body.len()) {
+        Selection::Whole => whole(served, head, body),
+        Selection::Part(part) => {
+            let content_range = format!("bytes {}-{}/{}", part.start, part.end - 1, body.len());
+            served.status = StatusCode::PARTIAL_CONTENT;
+            if let Ok(value) = HeaderValue::from_str(&content_range) {
+                served.headers.insert(header::CONTENT_RANGE, value);
+            }
+            Response::from_parts(served, Body::from(body.slice(part)))
+        }
+        Selection::Unsatisfiable => {
+            served.status = StatusCode::RANGE_NOT_SATISFIABLE;
+            if let Ok(value) = HeaderValue::from_str(&format!("bytes */{}", body.len())) {
+                served.headers.insert(header::CONTENT_RANGE, value);
+            }
+            Response::from_parts(served, Body::empty())
+        }
+    }
+}
+
+/// The response to the client for a fill: a whole body as [`answer`] does; a
+/// growing one streamed as it arrives (after the end only for a `Range`, whose
+/// slice needs the whole object, or a HEAD with no length); a direct one
+/// streamed through.
+async fn answer_fill(
+    request: &HeaderMap,
+    head: bool,
+    mut served: response::Parts,
+    body: &FillBody,
+    status: CacheStatus,
+) -> Response {
+    let streamed = match body {
+        FillBody::Whole(bytes) => return answer(request, head, served, bytes, status),
+        FillBody::Growing(growing) => {
+            let whole_first = served.status == StatusCode::OK
+                && match head {
+                    true => content_length(&served.headers).is_none(),
+                    false => request.contains_key(header::RANGE),
+                };
+            if whole_first {
+                return match growing.complete().await {
+                    Some(bytes) => answer(request, head, served, &bytes, status),
+                    None => OriginError::Unreachable.response(),
+                };
+            }
+            growing.reader()
+        }
+        FillBody::Direct(upstream) => upstream
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+            .map_or_else(Body::empty, Body::new),
+    };
+    served.headers.insert(X_CACHE, status.header());
+    if served.status == StatusCode::OK {
+        if conditional::not_modified(request, &served.headers) {
+            served.status = StatusCode::NOT_MODIFIED;
+            served.headers.remove(header::CONTENT_LENGTH);
+            return Response::from_parts(served, Body::empty());
+        }
+        served
+            .headers
+            .insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    }
+    if head {
+        return Response::from_parts(served, Body::empty());
+    }
+    Response::from_parts(served, streamed)
+}
+
+/// A `Content-Length`, if there is a valid one.
+fn content_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
+}
+
+/// The whole body (or, for HEAD, its length).
+fn whole(mut served: response::Parts, head: bool, body: &Bytes) -> Response {
     if head {
         served
             .headers
@@ -515,22 +707,6 @@ fn answer(
         return Response::from_parts(served, Body::empty());
     }
     Response::from_parts(served, Body::from(body.clone()))
-}
-
-/// Whether `If-None-Match` lists the response's ETag (weak comparison, RFC 9110
-/// section 13.1.2) or is `*`.
-fn etag_matches(request: &HeaderMap, response: &HeaderMap) -> bool {
-    let Some(etag) = response.get(header::ETAG).and_then(|v| v.to_str().ok()) else {
-        return false;
-    };
-    let weak = |tag: &str| tag.trim().trim_start_matches("W/").to_string();
-    let etag = weak(etag);
-    request
-        .get_all(header::IF_NONE_MATCH)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|tag| tag.trim() == "*" || weak(tag) == etag)
 }
 
 /// Gives a response the domain's rule TTL as `s-maxage` when the origin set no
@@ -614,6 +790,15 @@ fn forwardable(headers: &HeaderMap) -> HeaderMap {
     out
 }
 
+/// A copy of a request's method, URI and headers.
+pub fn clone_request(parts: &request::Parts) -> request::Parts {
+    let mut copy = request::Request::new(()).into_parts().0;
+    copy.method = parts.method.clone();
+    copy.uri = parts.uri.clone();
+    copy.headers = parts.headers.clone();
+    copy
+}
+
 fn clone_parts(parts: &response::Parts) -> response::Parts {
     let mut copy = empty_parts();
     copy.status = parts.status;
@@ -645,20 +830,6 @@ mod tests {
             apply_rule_ttl(&mut headers, 60);
             assert_eq!(headers[header::CACHE_CONTROL], origin);
         }
-    }
-
-    #[test]
-    fn etag_comparison_is_weak() {
-        let mut response = HeaderMap::new();
-        response.insert(header::ETAG, HeaderValue::from_static("\"v1\""));
-        let mut request = HeaderMap::new();
-        request.insert(
-            header::IF_NONE_MATCH,
-            HeaderValue::from_static("\"v0\", W/\"v1\""),
-        );
-        assert!(etag_matches(&request, &response));
-        request.insert(header::IF_NONE_MATCH, HeaderValue::from_static("\"v2\""));
-        assert!(!etag_matches(&request, &response));
     }
 
     #[test]

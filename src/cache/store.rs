@@ -3,9 +3,13 @@
 //! body, headers and key.
 
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use axum::body::Bytes;
 use http_cache_semantics::CachePolicy;
+use prometheus::IntCounter;
+
+use super::stale::StaleWindows;
 
 /// Bytes counted for an entry beyond its body, headers and key: the policy, the
 /// `Arc` and the map slot.
@@ -20,11 +24,22 @@ pub struct Entry {
     pub body: Bytes,
     /// Bytes of the stored response headers, for the weight.
     pub header_bytes: usize,
+    /// When it stops being fresh; how long it may then still be served stale.
+    pub stale_at: SystemTime,
+    pub windows: StaleWindows,
+    /// Sent with the ETag on revalidation.
+    pub last_modified: Option<axum::http::HeaderValue>,
 }
 
 /// The object store.
 pub struct Store {
-    cache: quick_cache::sync::Cache<String, Arc<Entry>, Weigher>,
+    cache: quick_cache::sync::Cache<
+        String,
+        Arc<Entry>,
+        Weigher,
+        quick_cache::DefaultHashBuilder,
+        Evictions,
+    >,
 }
 
 impl std::fmt::Debug for Store {
@@ -37,12 +52,29 @@ impl std::fmt::Debug for Store {
 }
 
 impl Store {
-    /// A store holding at most `budget` bytes.
-    pub fn new(budget: u64) -> Self {
+    /// A store holding at most `budget` bytes, counting what it evicts in
+    /// `evictions`.
+    pub fn new(budget: u64, evictions: IntCounter) -> Self {
         let items = usize::try_from((budget / TYPICAL_OBJECT).max(16)).unwrap_or(usize::MAX);
         Self {
-            cache: quick_cache::sync::Cache::with_weighter(items, budget, Weigher),
+            cache: quick_cache::sync::Cache::with(
+                items,
+                budget,
+                Weigher,
+                quick_cache::DefaultHashBuilder::default(),
+                Evictions(evictions),
+            ),
         }
+    }
+
+    /// Objects stored.
+    pub fn len(&self) -> usize {
+        self.cache.len()
+    }
+
+    /// Bytes stored, as weighed.
+    pub fn weight(&self) -> u64 {
+        self.cache.weight()
     }
 
     /// The entry under `key`, if any.
@@ -68,6 +100,20 @@ impl Store {
     }
 }
 
+/// Counts entries pushed out to make room.
+#[derive(Debug, Clone)]
+struct Evictions(IntCounter);
+
+impl quick_cache::Lifecycle<String, Arc<Entry>> for Evictions {
+    type RequestState = ();
+
+    fn begin_request(&self) -> Self::RequestState {}
+
+    fn on_evict(&self, _: &mut Self::RequestState, _: String, _: Arc<Entry>) {
+        self.0.inc();
+    }
+}
+
 /// Weighs an entry by what it holds in memory.
 #[derive(Debug, Clone)]
 struct Weigher;
@@ -89,18 +135,23 @@ mod tests {
             policy: CachePolicy::new(&request, &response),
             body: Bytes::from(vec![0; bytes]),
             header_bytes: 0,
+            stale_at: SystemTime::now(),
+            windows: StaleWindows::default(),
+            last_modified: None,
         })
     }
 
     #[test]
     fn stays_within_the_budget() {
         let budget = 64 * 1024;
-        let store = Store::new(budget);
+        let evictions = IntCounter::new("evictions", "evictions").expect("counter");
+        let store = Store::new(budget, evictions.clone());
         for i in 0..100 {
             store.insert(format!("k{i}"), entry(4096));
         }
-        assert!(store.cache.weight() <= budget, "{store:?}");
-        assert!(store.cache.len() < 100, "{store:?}");
+        assert!(store.weight() <= budget, "{store:?}");
+        assert!(store.len() < 100, "{store:?}");
         assert!(!store.cache.is_empty(), "{store:?}");
+        assert_eq!(evictions.get(), 100 - store.len() as u64, "{store:?}");
     }
 }
