@@ -137,6 +137,7 @@ domains:
   - name: {IP_OUT}
 {origins}    access:
       client-ip: {{ allow: [10.0.0.0/8, \"2001:db8::/32\"] }}
+metrics-listen: 127.0.0.1:0
 admin:
   listen: 127.0.0.1:0
   token: {ADMIN_TOKEN}
@@ -524,6 +525,9 @@ async fn referer_allow_and_deny_lists() {
     }
     // Denied requests never reached the origin; the allowed ones shared a fill.
     assert_eq!(origin.total(), 1);
+    // And they are counted apart from the traffic the cache served.
+    assert_eq!(requests_counted(&node, "4xx", "denied").await, 6.0);
+    assert_eq!(requests_counted(&node, "2xx", "miss").await, 1.0);
     node.stop().await.expect("stops");
 }
 
@@ -712,6 +716,33 @@ fn cli_names_the_line_of_bad_control_keys() {
 }
 
 /// Signs as the README says, independently of the node's code.
+/// `meridian_cache_requests_total` for a status class and cache result, as the
+/// node's metrics listener reports it.
+async fn requests_counted(node: &CacheNode, status: &str, cache: &str) -> f64 {
+    let at = node.metrics_addr().expect("metrics listener");
+    let text = Client::new()
+        .get(format!("http://{at}/metrics"))
+        .timeout(TIMEOUT)
+        .send()
+        .await
+        .expect("scrape")
+        .text()
+        .await
+        .expect("metrics text");
+    let lines = text.lines().map(|l| Ok(l.to_string()));
+    let scrape = prometheus_parse::Scrape::parse(lines).expect("Prometheus text");
+    scrape
+        .samples
+        .iter()
+        .filter(|s| s.metric == "meridian_cache_requests_total")
+        .filter(|s| s.labels.get("status") == Some(status) && s.labels.get("cache") == Some(cache))
+        .map(|s| match s.value {
+            prometheus_parse::Value::Counter(v) => v,
+            _ => f64::NAN,
+        })
+        .sum()
+}
+
 fn sign(path: &str, expires: u64) -> String {
     let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, SIGNING_SECRET.as_bytes());
     let tag = ring::hmac::sign(&key, format!("{path}:{expires}").as_bytes());

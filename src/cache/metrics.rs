@@ -137,6 +137,7 @@ impl CacheMetrics {
             Some(b"STALE") => "stale",
             Some(b"REVALIDATED") => "revalidated",
             Some(b"BYPASS") => "bypass",
+            Some(b"DENIED") => "denied",
             _ => "none",
         };
         self.requests.with_label_values(&[class, cache]).inc();
