@@ -82,6 +82,7 @@ http {
   client_body_temp_path $N/tmp; proxy_temp_path $N/tmp; fastcgi_temp_path $N/tmp;
   uwsgi_temp_path $N/tmp; scgi_temp_path $N/tmp;
   access_log off;
+  sendfile on;   # as nginx is usually deployed: cached files go out by sendfile
   proxy_cache_path $N/cache keys_zone=edge:16m max_size=256m inactive=1h;
   upstream origin { server 127.0.0.1:$ORIGIN_PORT; keepalive 32; }
   server {
