@@ -28,7 +28,8 @@ pub enum Command {
     Check(CheckArgs),
     /// Show how a client would be routed: location, every POP's score, the choice.
     Explain(ExplainArgs),
-    /// Run Meridian on loopback with the sample config and geodata built in.
+    /// Run the whole CDN on loopback: Meridian on the sample config and geodata
+    /// built in, an origin, and cache nodes for a few POPs.
     Demo(DemoArgs),
     /// Run an edge cache node: a reverse-proxy cache that pushes its load to Meridian.
     Cache(CacheArgs),
@@ -128,6 +129,12 @@ pub struct DemoArgs {
     /// HTTP 302 router listen address.
     #[arg(long = "http-router-listen", value_name = "ADDR", default_value = crate::config::DEFAULT_HTTP_ROUTER_LISTEN)]
     pub http_router_listen: SocketAddr,
+    /// The first cache node's loopback address; the other nodes take the next ones.
+    #[arg(long = "cache-first-address", value_name = "IP", default_value = crate::demo::DEFAULT_CACHE_FIRST_ADDRESS)]
+    pub cache_first_address: std::net::Ipv4Addr,
+    /// The cache nodes' port (80 needs root).
+    #[arg(long = "cache-port", value_name = "PORT", default_value = crate::demo::DEFAULT_CACHE_PORT)]
+    pub cache_port: u16,
 }
 
 /// `meridian geodata ...`.
@@ -158,11 +165,13 @@ pub fn main() -> ExitCode {
         Command::Cache(args) => cache(args),
         Command::Demo(args) => runtime()
             .and_then(|rt| {
-                rt.block_on(crate::demo::run(
-                    args.dns_listen,
-                    args.http_listen,
-                    args.http_router_listen,
-                ))
+                rt.block_on(crate::demo::run(crate::demo::Listen {
+                    dns: args.dns_listen,
+                    http: args.http_listen,
+                    router: args.http_router_listen,
+                    cache_first_address: args.cache_first_address,
+                    cache_port: args.cache_port,
+                }))
                 .map_err(|e| e.to_string())
             })
             .map_or_else(fail, |()| ExitCode::SUCCESS),
