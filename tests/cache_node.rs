@@ -278,6 +278,50 @@ async fn unknown_host_is_refused() {
 }
 
 #[tokio::test]
+async fn a_wildcard_domain_serves_each_name_as_a_site_of_its_own() {
+    let (origin, origin_addr) = Origin::start(None).await;
+    let yaml = node_yaml(&[origin_addr], None)
+        + &format!(
+            "  - name: \"*.sites.test\"\n    origins:\n      - {{ host: {}, port: {} }}\n",
+            origin_addr.ip(),
+            origin_addr.port()
+        );
+    let node = start_node(&yaml).await;
+    let port = node.addr().port();
+    let mut client = Client::builder().timeout(TIMEOUT);
+    for name in [
+        "a.sites.test",
+        "b.c.sites.test",
+        "sites.test",
+        "a.sites.test.evil",
+    ] {
+        client = client.resolve(name, node.addr());
+    }
+    let client = client.build().expect("client");
+    // Each name below the wildcard is its own object, asked for by its own name.
+    for name in ["a.sites.test", "b.c.sites.test"] {
+        let url = format!("http://{name}:{port}/obj");
+        let (status, first, body) = get(&client, &url).await;
+        assert_eq!(
+            (status, x_cache(&first)),
+            (StatusCode::OK, "MISS"),
+            "{name}"
+        );
+        assert_eq!(body, format!("object /obj? for {name}"));
+        let (_, second, again) = get(&client, &url).await;
+        assert_eq!((x_cache(&second), again), ("HIT", body));
+    }
+    assert_eq!(origin.count("/obj"), 2);
+    // The wildcard's own parent, and names that only end alike, are not served.
+    for name in ["sites.test", "a.sites.test.evil"] {
+        let (status, _, _) = get(&client, &format!("http://{name}:{port}/obj")).await;
+        assert_eq!(status, StatusCode::MISDIRECTED_REQUEST, "{name}");
+    }
+    assert_eq!(origin.total(), 2);
+    node.stop().await.expect("stops");
+}
+
+#[tokio::test]
 async fn no_store_and_private_are_not_cached() {
     let (origin, origin_addr) = Origin::start(None).await;
     let node = start_node(&node_yaml(&[origin_addr], None)).await;

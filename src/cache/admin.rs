@@ -156,7 +156,7 @@ async fn prefetch_handler(
             within_limit(body.urls.len())?;
             body.urls
                 .iter()
-                .map(|url| locate(&state.node, url).map(|(_, uri)| uri))
+                .map(|url| locate(&state.node, url).map(|(_, _, uri)| uri))
                 .collect::<Result<Vec<_>, _>>()
         })
         .and_then(|urls| {
@@ -185,18 +185,18 @@ fn purge_keys(node: &Node, body: PurgeBody) -> Result<(Vec<String>, Vec<String>)
     within_limit(body.urls.len() + body.prefixes.len())?;
     let mut keys = Vec::with_capacity(body.urls.len());
     for url in &body.urls {
-        let (domain, uri) = locate(node, url)?;
-        keys.push(proxy::cache_key(domain, &proxy::key_path(domain, &uri)));
+        let (host, domain, uri) = locate(node, url)?;
+        keys.push(proxy::cache_key(&host, &proxy::key_path(domain, &uri)));
     }
     let mut prefixes = Vec::with_capacity(body.prefixes.len());
     for url in &body.prefixes {
-        let (domain, uri) = locate(node, url)?;
+        let (host, _, uri) = locate(node, url)?;
         if uri.query().is_some() {
             return Err(Refused::Malformed(format!(
                 "`{url}`: a prefix is a path (it covers every query under it)"
             )));
         }
-        prefixes.push(proxy::cache_key(domain, uri.path()));
+        prefixes.push(proxy::cache_key(&host, uri.path()));
     }
     Ok((keys, prefixes))
 }
@@ -242,8 +242,8 @@ fn within_limit(count: usize) -> Result<(), Refused> {
     }
 }
 
-/// The served domain an absolute URL is for, and the URL.
-fn locate<'a>(node: &'a Node, url: &str) -> Result<(&'a CacheDomain, Uri), Refused> {
+/// The host an absolute URL names, the served domain it belongs to, and the URL.
+fn locate<'a>(node: &'a Node, url: &str) -> Result<(String, &'a CacheDomain, Uri), Refused> {
     let uri = url
         .parse::<Uri>()
         .ok()
@@ -258,8 +258,8 @@ fn locate<'a>(node: &'a Node, url: &str) -> Result<(&'a CacheDomain, Uri), Refus
         .unwrap_or_default()
         .trim_end_matches('.')
         .to_ascii_lowercase();
-    match node.config.domains.get(&host) {
-        Some(domain) => Ok((domain, uri)),
+    match node.config.domain_for(&host) {
+        Some(domain) => Ok((host, domain, uri)),
         None => Err(Refused::UnknownDomain {
             url: url.to_string(),
             host,

@@ -252,6 +252,23 @@ fn extension(path: &str) -> Option<&str> {
 }
 
 impl CacheConfig {
+    /// The domain that serves `host` (lower case, no trailing dot): its own entry,
+    /// else the nearest wildcard above it (`*.example.org` serves `a.example.org`
+    /// and `a.b.example.org`), as Meridian's zone answers them.
+    pub fn domain_for(&self, host: &str) -> Option<&CacheDomain> {
+        if let Some(domain) = self.domains.get(host) {
+            return Some(domain);
+        }
+        let mut above = host;
+        while let Some((_, parent)) = above.split_once('.') {
+            if let Some(domain) = self.domains.get(&format!("*.{parent}")) {
+                return Some(domain);
+            }
+            above = parent;
+        }
+        None
+    }
+
     /// Reads and validates a cache node config file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path)
@@ -503,8 +520,14 @@ fn validate(file: File, path: &Path) -> Result<CacheConfig, ConfigError> {
             .trim()
             .trim_end_matches('.')
             .to_ascii_lowercase();
-        if name.is_empty() || name.contains(['/', ':', ' ']) {
-            problem(at, format!("`name`: `{name}` is not a host name"));
+        // `*` only as a whole first label: `*.example.org`, as Meridian's zone
+        // has it.
+        let stars = name.strip_prefix("*.").unwrap_or(&name);
+        if name.is_empty() || name.contains(['/', ':', ' ']) || stars.contains('*') {
+            problem(
+                at,
+                format!("`name`: `{name}` is not a host name or `*.` wildcard"),
+            );
         }
         let mut origins = Vec::new();
         if domain.value.origins.value.is_empty() {
@@ -875,6 +898,43 @@ meridian:
 
     fn parse(text: &str) -> Result<CacheConfig, ConfigError> {
         CacheConfig::parse(text, Path::new("cache.yaml"))
+    }
+
+    /// GOOD with one more domain of that name.
+    fn with_domain(name: &str) -> String {
+        GOOD.replace(
+            "meridian:",
+            &format!("  - name: \"{name}\"\n    origins: [{{ host: 127.0.0.1 }}]\nmeridian:"),
+        )
+    }
+
+    #[test]
+    fn hosts_find_their_domain_or_the_nearest_wildcard() {
+        let mut config = parse(&with_domain("*.example.org")).expect("valid");
+        let deeper = parse(&with_domain("*.b.example.org")).expect("valid");
+        config.domains.extend(deeper.domains);
+        let served = |host| config.domain_for(host).map(|d| d.name.as_str());
+        assert_eq!(served("www.example.com"), Some("www.example.com"));
+        assert_eq!(served("a.example.org"), Some("*.example.org"));
+        assert_eq!(served("x.a.example.org"), Some("*.example.org"));
+        assert_eq!(served("x.b.example.org"), Some("*.b.example.org"));
+        assert_eq!(served("example.org"), None);
+        assert_eq!(served("a.example.com"), None);
+    }
+
+    #[test]
+    fn a_star_is_only_a_whole_first_label() {
+        for bad in [
+            "a*.example.org",
+            "*.*.example.org",
+            "www.*.example.org",
+            "*",
+        ] {
+            let error = parse(&with_domain(bad)).expect_err(bad);
+            assert_eq!(error.problems.len(), 1, "{bad}: {error}");
+            assert_eq!(error.problems[0].line, Some(17), "{bad}: {error}");
+            assert!(error.problems[0].message.contains("wildcard"), "{error}");
+        }
     }
 
     #[test]

@@ -112,7 +112,11 @@ impl Upstreams {
         failover: bool,
     ) -> Result<Fetched, OriginError> {
         headers.append(header::VIA, self.via.clone());
-        if let Ok(host) = HeaderValue::from_str(&domain.name) {
+        // The proxy names the host asked for (one of a wildcard domain's names);
+        // anything else asks for the domain itself.
+        if !headers.contains_key(header::HOST)
+            && let Ok(host) = HeaderValue::from_str(&domain.name)
+        {
             headers.insert(header::HOST, host);
         }
         let mut last = Err(OriginError::Unreachable);

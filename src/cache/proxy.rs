@@ -205,7 +205,9 @@ impl Drop for InFlight<'_> {
 /// Serves one request; prefetches come through here too.
 pub(super) async fn handle(State(node): State<Arc<Node>>, request: Request) -> Response {
     let _counted = InFlight::enter(&node);
-    let Some(domain) = host_of(&request).and_then(|h| node.config.domains.get(&h)) else {
+    let Some((host, domain)) =
+        host_of(&request).and_then(|h| node.config.domain_for(&h).map(|d| (h, d)))
+    else {
         return (
             StatusCode::MISDIRECTED_REQUEST,
             "this host is not served here\n",
@@ -226,10 +228,10 @@ pub(super) async fn handle(State(node): State<Arc<Node>>, request: Request) -> R
     if parts.method != Method::GET && parts.method != Method::HEAD
         || domain.is_dynamic(parts.uri.path())
     {
-        return bypass(&node, domain, parts, body).await;
+        return bypass(&node, domain, &host, parts, body).await;
     }
     let path_and_query = key_path(domain, &parts.uri);
-    let key = cache_key(domain, &path_and_query);
+    let key = cache_key(&host, &path_and_query);
     let head = parts.method == Method::HEAD;
     // The request as the cache sees it: a GET (HEAD is filled by GET) for the key,
     // without the client's own preconditions.
@@ -239,7 +241,7 @@ pub(super) async fn handle(State(node): State<Arc<Node>>, request: Request) -> R
         .body(())
         .map(|r| r.into_parts().0)
         .unwrap_or_else(|_| request::Request::new(()).into_parts().0);
-    lookup.headers = forwardable(&parts.headers);
+    lookup.headers = upstream_headers(&parts.headers, &host);
     for name in &CLIENT_CONDITIONALS {
         lookup.headers.remove(name);
     }
@@ -556,7 +558,13 @@ async fn fill(
 /// Passes a request that is not a GET or HEAD through to the origin, uncached.
 /// Only an origin that cannot be reached gives way to the next: one that got the
 /// request may have acted on it.
-async fn bypass(node: &Node, domain: &CacheDomain, parts: request::Parts, body: Body) -> Response {
+async fn bypass(
+    node: &Node,
+    domain: &CacheDomain,
+    host: &str,
+    parts: request::Parts,
+    body: Body,
+) -> Response {
     let Ok(body) = Limited::new(body, MAX_REQUEST_BODY).collect().await else {
         return (StatusCode::PAYLOAD_TOO_LARGE, "request body too large\n").into_response();
     };
@@ -565,7 +573,7 @@ async fn bypass(node: &Node, domain: &CacheDomain, parts: request::Parts, body: 
         Some(query) => format!("{}?{query}", parts.uri.path()),
         None => parts.uri.path().to_string(),
     };
-    let headers = forwardable(&parts.headers);
+    let headers = upstream_headers(&parts.headers, host);
     let upstreams = &node.upstreams;
     match upstreams
         .fetch(
@@ -754,9 +762,21 @@ fn host_of(request: &Request) -> Option<String> {
     Some(host.trim_end_matches('.').to_ascii_lowercase())
 }
 
-/// The cache key of a path and query as [`key_path`] gives them.
-pub(super) fn cache_key(domain: &CacheDomain, path_and_query: &str) -> String {
-    format!("{}{path_and_query}", domain.name)
+/// The cache key of a host (as [`host_of`] gives it) and a path and query (as
+/// [`key_path`] gives them). The host, not the domain: every name a wildcard
+/// domain serves is a site of its own.
+pub(super) fn cache_key(host: &str, path_and_query: &str) -> String {
+    format!("{host}{path_and_query}")
+}
+
+/// The client's headers as sent upstream: without hop-by-hop headers, and with
+/// `Host` the name asked for, without the port the client reached this node on.
+fn upstream_headers(client: &HeaderMap, host: &str) -> HeaderMap {
+    let mut headers = forwardable(client);
+    if let Ok(host) = HeaderValue::from_str(host) {
+        headers.insert(header::HOST, host);
+    }
+    headers
 }
 
 /// The path and the query as the domain's rules keep it (without URL signing
