@@ -3,21 +3,22 @@
 //! URLs) and dynamic rules. Each test starts an in-test origin that counts what it
 //! is asked, and a cache node, both on port 0.
 
+mod common;
+
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::Path;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use axum::Router;
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use meridian::cache::{CacheConfig, CacheNode};
+use common::cache::{HTTP_TIMEOUT, reaching, start_node, x_cache};
+use meridian::cache::CacheNode;
 use reqwest::Client;
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
-const TIMEOUT: Duration = Duration::from_secs(10);
 /// No access rules; `/api/` and `.php` are dynamic.
 const WWW: &str = "www.example.test";
 /// Referer lists.
@@ -146,22 +147,12 @@ admin:
     )
 }
 
-async fn start_node(yaml: &str) -> CacheNode {
-    let config = CacheConfig::parse(yaml, Path::new("cache.yaml")).expect("cache config");
-    meridian::cache::start(config)
-        .await
-        .expect("cache node starts")
-}
-
 /// A client that reaches the node under every test domain, from `from`.
 fn client_from(node: &CacheNode, from: Ipv4Addr) -> Client {
-    let mut builder = Client::builder()
-        .timeout(TIMEOUT)
-        .local_address(IpAddr::V4(from));
-    for domain in [WWW, REFERER, SIGNED, IP_IN, IP_OUT] {
-        builder = builder.resolve(domain, node.addr());
-    }
-    builder.build().expect("client")
+    reaching(node, &[WWW, REFERER, SIGNED, IP_IN, IP_OUT])
+        .local_address(IpAddr::V4(from))
+        .build()
+        .expect("client")
 }
 
 fn client(node: &CacheNode) -> Client {
@@ -171,13 +162,6 @@ fn client(node: &CacheNode) -> Client {
 /// The URL a client asks the node for.
 fn url(node: &CacheNode, domain: &str, path: &str) -> String {
     format!("http://{domain}:{}{path}", node.addr().port())
-}
-
-fn x_cache(headers: &HeaderMap) -> &str {
-    headers
-        .get("x-cache")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
 }
 
 async fn get(client: &Client, url: &str) -> (StatusCode, String, String) {
@@ -197,7 +181,7 @@ async fn admin(
     let admin = node.admin_addr().expect("admin API enabled");
     let mut request = Client::new()
         .post(format!("http://{admin}{path}"))
-        .timeout(TIMEOUT)
+        .timeout(HTTP_TIMEOUT)
         .header(header::CONTENT_TYPE, "application/json")
         .body(body);
     if let Some(token) = token {
@@ -253,7 +237,7 @@ async fn a_fill_under_way_during_a_purge_is_not_kept() {
         async move { get(&client, &obj).await }
     });
     let mut arrived = origin.arrived.subscribe();
-    tokio::time::timeout(TIMEOUT, arrived.wait_for(|n| *n >= 1))
+    tokio::time::timeout(HTTP_TIMEOUT, arrived.wait_for(|n| *n >= 1))
         .await
         .expect("the fill reaches the origin")
         .expect("origin alive");
@@ -346,7 +330,7 @@ async fn prefetch_fills_the_cache_before_any_client_asks() {
     assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
     assert_eq!(answer, json!({ "accepted": 3 }));
     let mut finished = node.finished_prefetches();
-    tokio::time::timeout(TIMEOUT, finished.wait_for(|n| *n >= 3))
+    tokio::time::timeout(HTTP_TIMEOUT, finished.wait_for(|n| *n >= 3))
         .await
         .expect("the prefetches finish")
         .expect("node alive");
@@ -642,7 +626,7 @@ async fn dynamic_rules_send_every_request_to_the_origin() {
         requests.spawn(async move { get(&client, &url).await });
     }
     let mut arrived = origin.arrived.subscribe();
-    tokio::time::timeout(TIMEOUT, arrived.wait_for(|n| *n >= 3))
+    tokio::time::timeout(HTTP_TIMEOUT, arrived.wait_for(|n| *n >= 3))
         .await
         .expect("every request reaches the origin")
         .expect("origin alive");
@@ -657,7 +641,7 @@ async fn dynamic_rules_send_every_request_to_the_origin() {
     let (status, _) = admin(&node, "/v1/prefetch", Some(ADMIN_TOKEN), urls).await;
     assert_eq!(status, StatusCode::ACCEPTED);
     let mut finished = node.finished_prefetches();
-    tokio::time::timeout(TIMEOUT, finished.wait_for(|n| *n >= 1))
+    tokio::time::timeout(HTTP_TIMEOUT, finished.wait_for(|n| *n >= 1))
         .await
         .expect("the prefetch finishes")
         .expect("node alive");
@@ -722,7 +706,7 @@ async fn requests_counted(node: &CacheNode, status: &str, cache: &str) -> f64 {
     let at = node.metrics_addr().expect("metrics listener");
     let text = Client::new()
         .get(format!("http://{at}/metrics"))
-        .timeout(TIMEOUT)
+        .timeout(HTTP_TIMEOUT)
         .send()
         .await
         .expect("scrape")

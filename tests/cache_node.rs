@@ -7,7 +7,6 @@ mod common;
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr};
-use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -15,12 +14,12 @@ use axum::Router;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use meridian::cache::{CacheConfig, CacheNode};
+use common::cache::{HTTP_TIMEOUT, reaching, start_node, x_cache};
+use meridian::cache::CacheNode;
 use reqwest::Client;
 use serde_json::Value;
 use tokio::sync::{Notify, watch};
 
-const TIMEOUT: Duration = Duration::from_secs(10);
 const DOMAIN: &str = "www.example.test";
 
 /// An in-test origin: answers by path, counts requests per path.
@@ -175,32 +174,15 @@ domains:
     text
 }
 
-async fn start_node(yaml: &str) -> CacheNode {
-    let config = CacheConfig::parse(yaml, Path::new("cache.yaml")).expect("cache config");
-    meridian::cache::start(config)
-        .await
-        .expect("cache node starts")
-}
-
 /// A client that reaches the node under the test domain (and an unknown one).
 fn client(node: &CacheNode) -> Client {
-    Client::builder()
-        .resolve(DOMAIN, node.addr())
-        .resolve("evil.test", node.addr())
-        .timeout(TIMEOUT)
+    reaching(node, &[DOMAIN, "evil.test"])
         .build()
         .expect("client")
 }
 
 fn url(node: &CacheNode, path: &str) -> String {
     format!("http://{DOMAIN}:{}{path}", node.addr().port())
-}
-
-fn x_cache(headers: &HeaderMap) -> &str {
-    headers
-        .get("x-cache")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
 }
 
 async fn get(client: &Client, url: &str) -> (StatusCode, HeaderMap, String) {
@@ -265,7 +247,7 @@ async fn unknown_host_is_refused() {
     // Absolute-form, as to an open proxy: refused just the same.
     let proxied = Client::builder()
         .proxy(reqwest::Proxy::http(format!("http://{}", node.addr())).expect("proxy"))
-        .timeout(TIMEOUT)
+        .timeout(HTTP_TIMEOUT)
         .build()
         .expect("client");
     let (status, _, _) = get(
@@ -288,7 +270,7 @@ async fn a_wildcard_domain_serves_each_name_as_a_site_of_its_own() {
         );
     let node = start_node(&yaml).await;
     let port = node.addr().port();
-    let mut client = Client::builder().timeout(TIMEOUT);
+    let mut client = Client::builder().timeout(HTTP_TIMEOUT);
     for name in [
         "a.sites.test",
         "b.c.sites.test",
@@ -449,7 +431,7 @@ async fn concurrent_misses_make_one_origin_fetch() {
     // The origin holds the one fill until told; every request that reaches the
     // node meanwhile must wait for it, and any later one finds it stored.
     let mut arrived = origin.slow_arrived.subscribe();
-    tokio::time::timeout(TIMEOUT, arrived.wait_for(|n| *n >= 1))
+    tokio::time::timeout(HTTP_TIMEOUT, arrived.wait_for(|n| *n >= 1))
         .await
         .expect("the fill reaches the origin")
         .expect("origin alive");
@@ -515,14 +497,14 @@ async fn health_is_pushed_to_meridian() {
     let health_url = format!("http://{control}/v1/health");
     let node = start_node(&node_yaml(&[origin_addr], Some((&health_url, TOKEN)))).await;
     let mut accepted = node.accepted_reports();
-    tokio::time::timeout(TIMEOUT, accepted.wait_for(|n| *n >= 1))
+    tokio::time::timeout(HTTP_TIMEOUT, accepted.wait_for(|n| *n >= 1))
         .await
         .expect("a first report is accepted")
         .expect("node alive");
     // One request in flight at its peak, over a capacity of 4: the next report
     // says 0.25.
     get(&client(&node), &url(&node, "/obj")).await;
-    tokio::time::timeout(TIMEOUT, accepted.wait_for(|n| *n >= 2))
+    tokio::time::timeout(HTTP_TIMEOUT, accepted.wait_for(|n| *n >= 2))
         .await
         .expect("a second report is accepted")
         .expect("node alive");

@@ -4,9 +4,10 @@
 //! starts an in-test origin (recording what it is asked) and cache nodes, all on
 //! port 0.
 
+mod common;
+
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr};
-use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -16,12 +17,12 @@ use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use common::cache::{HTTP_TIMEOUT, reaching, start_node, x_cache};
 use meridian::cache::{CacheConfig, CacheNode};
 use prometheus_parse::{Scrape, Value};
 use reqwest::Client;
 use tokio::sync::{Notify, oneshot, watch};
 
-const TIMEOUT: Duration = Duration::from_secs(10);
 const DOMAIN: &str = "www.example.test";
 const LAST_MODIFIED: &str = "Sun, 06 Nov 1994 08:49:37 GMT";
 
@@ -223,32 +224,14 @@ memory-budget: 67108864
     )
 }
 
-async fn start_node(yaml: &str) -> CacheNode {
-    let config = CacheConfig::parse(yaml, Path::new("cache.yaml")).expect("cache config");
-    meridian::cache::start(config)
-        .await
-        .expect("cache node starts")
-}
-
 fn client(node: &CacheNode) -> Client {
-    Client::builder()
-        .resolve(DOMAIN, node.addr())
-        .resolve("evil.test", node.addr())
-        .timeout(TIMEOUT)
+    reaching(node, &[DOMAIN, "evil.test"])
         .build()
         .expect("client")
 }
 
 fn url(node: &CacheNode, path: &str) -> String {
     format!("http://{DOMAIN}:{}{path}", node.addr().port())
-}
-
-fn x_cache(headers: &HeaderMap) -> String {
-    headers
-        .get("x-cache")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_string()
 }
 
 /// Every `Via` hop, in order.
@@ -284,7 +267,7 @@ where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
-    let deadline = Instant::now() + TIMEOUT;
+    let deadline = Instant::now() + HTTP_TIMEOUT;
     while !check().await {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -304,7 +287,7 @@ async fn ranges_are_answered_from_the_cache() {
     let (status, headers, body) = get(&client, &bin, &[("range", "bytes=0-9")]).await;
     assert_eq!(
         (status, x_cache(&headers)),
-        (StatusCode::PARTIAL_CONTENT, "MISS".into())
+        (StatusCode::PARTIAL_CONTENT, "MISS")
     );
     assert_eq!(body, &object[0..10]);
     assert_eq!(headers[header::CONTENT_RANGE], "bytes 0-9/5000");
@@ -377,14 +360,14 @@ async fn if_modified_since_is_answered_from_the_cache() {
     let (status, headers, body) = get(&client, &bin, &[("if-modified-since", LAST_MODIFIED)]).await;
     assert_eq!(
         (status, x_cache(&headers)),
-        (StatusCode::NOT_MODIFIED, "MISS".into())
+        (StatusCode::NOT_MODIFIED, "MISS")
     );
     assert!(body.is_empty());
     let later = "Mon, 07 Nov 1994 08:49:37 GMT";
     let (status, headers, _) = get(&client, &bin, &[("if-modified-since", later)]).await;
     assert_eq!(
         (status, x_cache(&headers)),
-        (StatusCode::NOT_MODIFIED, "HIT".into())
+        (StatusCode::NOT_MODIFIED, "HIT")
     );
     let earlier = "Sat, 05 Nov 1994 08:49:37 GMT";
     let (status, _, body) = get(&client, &bin, &[("if-modified-since", earlier)]).await;
@@ -410,11 +393,7 @@ async fn revalidation_sends_both_validators() {
     let (status, headers, body) = get(&client, &url(&node, "/reval"), &[]).await;
     assert_eq!(
         (status, x_cache(&headers), body.as_slice()),
-        (
-            StatusCode::OK,
-            "REVALIDATED".into(),
-            b"revalidated".as_slice()
-        )
+        (StatusCode::OK, "REVALIDATED", b"revalidated".as_slice())
     );
     let asked = origin.last("/reval");
     assert_eq!(asked[header::IF_NONE_MATCH], "\"r1\"");
@@ -431,17 +410,17 @@ async fn stale_while_revalidate_answers_at_once_and_refreshes_once() {
     let (_, headers, body) = get(&client, &swr, &[]).await;
     assert_eq!(
         (x_cache(&headers), body.as_slice()),
-        ("MISS".into(), b"v1".as_slice())
+        ("MISS", b"v1".as_slice())
     );
     // Stale within the window: answered from the cache while the origin holds
     // the refresh (so the answer cannot have waited for it).
     let (status, headers, body) = get(&client, &swr, &[]).await;
     assert_eq!(
         (status, x_cache(&headers), body.as_slice()),
-        (StatusCode::OK, "STALE".into(), b"v1".as_slice())
+        (StatusCode::OK, "STALE", b"v1".as_slice())
     );
     let mut arrived = origin.swr_arrived.subscribe();
-    tokio::time::timeout(TIMEOUT, arrived.wait_for(|n| *n >= 2))
+    tokio::time::timeout(HTTP_TIMEOUT, arrived.wait_for(|n| *n >= 2))
         .await
         .expect("the refresh reaches the origin")
         .expect("origin alive");
@@ -450,7 +429,7 @@ async fn stale_while_revalidate_answers_at_once_and_refreshes_once() {
         let (_, headers, body) = get(&client, &swr, &[]).await;
         assert_eq!(
             (x_cache(&headers), body.as_slice()),
-            ("STALE".into(), b"v1".as_slice())
+            ("STALE", b"v1".as_slice())
         );
     }
     origin.release.notify_one();
@@ -470,14 +449,14 @@ async fn stale_if_error_when_the_origin_fails_or_dies() {
     let client = client(&node);
     for path in ["/sie", "/nosie"] {
         let (status, headers, _) = get(&client, &url(&node, path), &[]).await;
-        assert_eq!((status, x_cache(&headers)), (StatusCode::OK, "MISS".into()));
+        assert_eq!((status, x_cache(&headers)), (StatusCode::OK, "MISS"));
     }
     // The origin answers 503: stale within `stale-if-error`, else the 503.
     origin.failing.store(true, Ordering::SeqCst);
     let (status, headers, body) = get(&client, &url(&node, "/sie"), &[]).await;
     assert_eq!(
         (status, x_cache(&headers), body.as_slice()),
-        (StatusCode::OK, "STALE".into(), b"kept".as_slice())
+        (StatusCode::OK, "STALE", b"kept".as_slice())
     );
     let (status, _, _) = get(&client, &url(&node, "/nosie"), &[]).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
@@ -490,7 +469,7 @@ async fn stale_if_error_when_the_origin_fails_or_dies() {
     let (status, headers, body) = get(&client, &url(&node, "/sie"), &[]).await;
     assert_eq!(
         (status, x_cache(&headers), body.as_slice()),
-        (StatusCode::OK, "STALE".into(), b"kept".as_slice())
+        (StatusCode::OK, "STALE", b"kept".as_slice())
     );
     let (status, _, _) = get(&client, &url(&node, "/nosie"), &[]).await;
     assert_eq!(status, StatusCode::BAD_GATEWAY);
@@ -509,7 +488,7 @@ async fn domain_defaults_allow_stale_if_error() {
     let (status, headers, body) = get(&client, &url(&node, "/nosie"), &[]).await;
     assert_eq!(
         (status, x_cache(&headers), body.as_slice()),
-        (StatusCode::OK, "STALE".into(), b"plain".as_slice())
+        (StatusCode::OK, "STALE", b"plain".as_slice())
     );
 }
 
@@ -570,7 +549,7 @@ async fn https_origin_with_its_own_ca() {
     let node = meridian::cache::start(config).await.expect("node");
     let client = client(&node);
     let (status, headers, body) = get(&client, &url(&node, "/obj"), &[]).await;
-    assert_eq!((status, x_cache(&headers)), (StatusCode::OK, "MISS".into()));
+    assert_eq!((status, x_cache(&headers)), (StatusCode::OK, "MISS"));
     assert_eq!(body, format!("object for {DOMAIN}").as_bytes());
     let (_, headers, _) = get(&client, &url(&node, "/obj"), &[]).await;
     assert_eq!(x_cache(&headers), "HIT");
@@ -599,13 +578,13 @@ async fn edge_misses_go_through_the_parent_tier() {
         start_node(&node_yaml("ams", &http_origin(addr), &with_parent)).await,
     ];
     let (status, headers, body) = get(&client(&edges[0]), &url(&edges[0], "/obj"), &[]).await;
-    assert_eq!((status, x_cache(&headers)), (StatusCode::OK, "MISS".into()));
+    assert_eq!((status, x_cache(&headers)), (StatusCode::OK, "MISS"));
     // The origin saw the accelerated domain's Host, through the parent.
     assert_eq!(body, format!("object for {DOMAIN}").as_bytes());
     assert_eq!(via(&origin.last("/obj")), "1.1 fra, 1.1 par", "both tiers");
     // The second edge's miss is the parent's hit.
     let (status, headers, _) = get(&client(&edges[1]), &url(&edges[1], "/obj"), &[]).await;
-    assert_eq!((status, x_cache(&headers)), (StatusCode::OK, "MISS".into()));
+    assert_eq!((status, x_cache(&headers)), (StatusCode::OK, "MISS"));
     assert_eq!(via(&headers), "1.1 par, 1.1 ams");
     assert_eq!(origin.count("/obj"), 1);
 
@@ -769,7 +748,7 @@ async fn metrics_count_known_traffic() {
 async fn read_at_least(response: &mut reqwest::Response, n: usize) -> Vec<u8> {
     let mut got = Vec::new();
     while got.len() < n {
-        let chunk = tokio::time::timeout(TIMEOUT, response.chunk())
+        let chunk = tokio::time::timeout(HTTP_TIMEOUT, response.chunk())
             .await
             .expect("a chunk in time")
             .expect("body readable")
@@ -803,7 +782,7 @@ async fn a_fill_streams_to_its_client_and_to_waiters() {
     let (_, headers, body) = get(&client, &stream, &[]).await;
     assert_eq!(
         (x_cache(&headers), body.as_slice()),
-        ("HIT".into(), b"first part|second part".as_slice())
+        ("HIT", b"first part|second part".as_slice())
     );
     assert_eq!(origin.count("/stream"), 1);
 }
@@ -819,7 +798,7 @@ async fn an_origin_failing_mid_body_aborts_and_stores_nothing() {
         assert_eq!(x_cache(response.headers()), "MISS");
         assert_eq!(read_at_least(&mut response, 7).await, b"partial");
         origin.release.notify_one();
-        let rest = tokio::time::timeout(TIMEOUT, response.bytes())
+        let rest = tokio::time::timeout(HTTP_TIMEOUT, response.bytes())
             .await
             .expect("the end in time");
         assert!(rest.is_err(), "a truncated body is an error: {rest:?}");
@@ -836,7 +815,7 @@ async fn objects_over_the_size_limit_stream_through_uncached() {
     let client = client(&node);
     for _ in 0..2 {
         let (status, headers, body) = get(&client, &url(&node, "/bin"), &[]).await;
-        assert_eq!((status, x_cache(&headers)), (StatusCode::OK, "MISS".into()));
+        assert_eq!((status, x_cache(&headers)), (StatusCode::OK, "MISS"));
         assert_eq!(body, binary());
     }
     // Not stored, so a range gets the whole object streamed.

@@ -9,6 +9,8 @@
 // Each test binary uses a different part of the harness.
 #![allow(dead_code)]
 
+pub mod cache;
+
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::Path as FsPath;
 use std::sync::OnceLock;
