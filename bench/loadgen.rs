@@ -25,6 +25,9 @@ use hickory_proto::rr::rdata::opt::{ClientSubnet, EdnsOption};
 use hickory_proto::rr::{Name, RecordType};
 use maxminddb::{Reader, WithinOptions};
 
+#[path = "common/mod.rs"]
+mod common;
+
 #[derive(Parser)]
 #[command(about = "DNS load generator for Meridian's benchmarks")]
 struct Args {
@@ -57,6 +60,20 @@ enum Command {
         /// One line of JSON instead of text.
         #[arg(long)]
         json: bool,
+        /// Also report answers, timeouts and p99 per window of this many
+        /// milliseconds (by send time), to see a reload's effect; 0: no windows.
+        #[arg(long, default_value_t = 0)]
+        window_ms: u64,
+    },
+    /// Write the reference world's config with its POPs replaced by `pops` POPs
+    /// around the same cities (as the `decide` benchmark builds it).
+    World {
+        /// POPs in the generated world.
+        #[arg(long, default_value_t = 3200)]
+        pops: usize,
+        /// Where to write the config.
+        #[arg(long)]
+        out: PathBuf,
     },
     /// Write a query file from the networks of an ASN database.
     Generate {
@@ -95,6 +112,7 @@ fn main() {
             inflight,
             timeout_ms,
             json,
+            window_ms,
         } => run(
             server,
             &queries,
@@ -103,7 +121,11 @@ fn main() {
             inflight.clamp(1, 4096),
             Duration::from_millis(timeout_ms),
             json,
+            window_ms,
         ),
+        Command::World { pops, out } => {
+            std::fs::write(&out, common::world_text(pops.max(1))).map_err(Error::from)
+        }
         Command::Generate {
             asn_db,
             out,
@@ -179,6 +201,10 @@ struct Tally {
     timeouts: u64,
     /// Latencies in microseconds.
     latencies: Vec<u32>,
+    /// Milliseconds from the start to the send of each answered query (with
+    /// `latencies`), and of each query that timed out.
+    answered_at: Vec<u32>,
+    timed_out_at: Vec<u32>,
     rcodes: [u64; 16],
 }
 
@@ -190,17 +216,24 @@ fn run(
     inflight: usize,
     timeout: Duration,
     json: bool,
+    window_ms: u64,
 ) -> Result<(), Error> {
     let packets = Arc::new(load_queries(queries)?);
     let stop = Arc::new(AtomicBool::new(false));
     let start = Instant::now();
+    // For lining windows up with events outside (bench/run.sh's reloads).
+    let start_unix_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
     let threads: Vec<_> = (0..sockets)
         .map(|i| {
             let packets = Arc::clone(&packets);
             let stop = Arc::clone(&stop);
             // Each socket starts at a different place in the file.
             let offset = i * packets.len() / sockets;
-            std::thread::spawn(move || worker(server, &packets, offset, inflight, timeout, &stop))
+            std::thread::spawn(move || {
+                worker(server, &packets, offset, inflight, timeout, &stop, start)
+            })
         })
         .collect();
     std::thread::sleep(duration);
@@ -212,6 +245,8 @@ fn run(
         total.answered += tally.answered;
         total.timeouts += tally.timeouts;
         total.latencies.extend(tally.latencies);
+        total.answered_at.extend(tally.answered_at);
+        total.timed_out_at.extend(tally.timed_out_at);
         for (all, one) in total.rcodes.iter_mut().zip(tally.rcodes) {
             *all += one;
         }
@@ -220,6 +255,10 @@ fn run(
         .elapsed()
         .as_secs_f64()
         .min(duration.as_secs_f64() + 0.001);
+    let windows = match windows(&total, window_ms) {
+        w if w.is_empty() => w,
+        w => format!(",\"start_unix_ms\":{start_unix_ms}{w}"),
+    };
     total.latencies.sort_unstable();
     let percentile = |p: f64| -> f64 {
         if total.latencies.is_empty() {
@@ -238,7 +277,7 @@ fn run(
         .collect();
     if json {
         println!(
-            "{{\"qps\":{qps:.0},\"sent\":{},\"answered\":{},\"timeouts\":{},\"p50_ms\":{:.3},\"p99_ms\":{:.3},\"p999_ms\":{:.3},\"rcodes\":{{{}}}}}",
+            "{{\"qps\":{qps:.0},\"sent\":{},\"answered\":{},\"timeouts\":{},\"p50_ms\":{:.3},\"p99_ms\":{:.3},\"p999_ms\":{:.3},\"rcodes\":{{{}}}{windows}}}",
             total.sent,
             total.answered,
             total.timeouts,
@@ -262,6 +301,47 @@ fn run(
     Ok(())
 }
 
+/// `,"windows":[[start_ms,answered,timeouts,p99_ms],...]` for windows of
+/// `window_ms` by send time, or nothing.
+fn windows(tally: &Tally, window_ms: u64) -> String {
+    if window_ms == 0 {
+        return String::new();
+    }
+    let window = |at: u32| (u64::from(at) / window_ms) as usize;
+    let count = tally
+        .answered_at
+        .iter()
+        .chain(&tally.timed_out_at)
+        .map(|at| window(*at) + 1)
+        .max()
+        .unwrap_or(0);
+    let mut latencies = vec![Vec::new(); count];
+    let mut timeouts = vec![0_u64; count];
+    for (at, latency) in tally.answered_at.iter().zip(&tally.latencies) {
+        latencies[window(*at)].push(*latency);
+    }
+    for at in &tally.timed_out_at {
+        timeouts[window(*at)] += 1;
+    }
+    let rows: Vec<String> = latencies
+        .iter_mut()
+        .zip(&timeouts)
+        .enumerate()
+        .map(|(i, (window, timeouts))| {
+            window.sort_unstable();
+            let p99 = window
+                .get(((window.len() as f64 - 1.0) * 0.99).round() as usize)
+                .map_or(0.0, |l| f64::from(*l) / 1000.0);
+            format!(
+                "[{},{},{timeouts},{p99:.3}]",
+                i as u64 * window_ms,
+                window.len()
+            )
+        })
+        .collect();
+    format!(",\"windows\":[{}]", rows.join(","))
+}
+
 fn rcode_name(code: usize) -> &'static str {
     match code {
         0 => "NOERROR",
@@ -283,6 +363,7 @@ fn worker(
     inflight: usize,
     timeout: Duration,
     stop: &AtomicBool,
+    start: Instant,
 ) -> Result<Tally, String> {
     let bind: SocketAddr = if server.is_ipv4() {
         "0.0.0.0:0".parse().expect("address")
@@ -308,6 +389,7 @@ fn worker(
     let mut free: Vec<u16> = (0..inflight as u16).rev().collect();
     let mut tally = Tally {
         latencies: Vec::with_capacity(1 << 20),
+        answered_at: Vec::with_capacity(1 << 20),
         ..Tally::default()
     };
     let mut buffer = [0_u8; 4096];
@@ -348,6 +430,7 @@ fn worker(
                 if current && let Some(at) = sent_at[slot].take() {
                     let micros = now.duration_since(at).as_micros().min(u128::from(u32::MAX));
                     tally.latencies.push(micros as u32);
+                    tally.answered_at.push(since(start, at));
                     tally.answered += 1;
                     tally.rcodes[usize::from(buffer[3] & 0x0f)] += 1;
                     free.push(slot as u16);
@@ -361,17 +444,30 @@ fn worker(
         if now.duration_since(last_sweep) >= Duration::from_millis(1) {
             last_sweep = now;
             for (slot, at) in sent_at.iter_mut().enumerate() {
-                if at.is_some_and(|at| now.duration_since(at) > timeout) {
+                if let Some(sent) = *at
+                    && now.duration_since(sent) > timeout
+                {
                     *at = None;
                     tally.timeouts += 1;
+                    tally.timed_out_at.push(since(start, sent));
                     free.push(slot as u16);
                 }
             }
         }
     }
     // Still unanswered at the end: timeouts.
-    tally.timeouts += sent_at.iter().filter(|at| at.is_some()).count() as u64;
+    for sent in sent_at.iter().flatten() {
+        tally.timeouts += 1;
+        tally.timed_out_at.push(since(start, *sent));
+    }
     Ok(tally)
+}
+
+/// Milliseconds from `start` to `at`.
+fn since(start: Instant, at: Instant) -> u32 {
+    at.duration_since(start)
+        .as_millis()
+        .min(u128::from(u32::MAX)) as u32
 }
 
 /// Writes `count` queries drawn evenly over the ASN database's networks.

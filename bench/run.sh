@@ -6,6 +6,10 @@
 #
 #   bench/run.sh            # ROUNDS=3 SECONDS_PER_RUN=10 QUERIES=200000 by default
 #
+# Then Meridian alone on a generated 3,200-POP world with the full databases,
+# reloaded RELOADS times (SIGHUP) under load (RELOAD_SECONDS): queries lost, and
+# p99 per 100 ms window during the reloads against the steady windows.
+#
 # The load generator keeps the same window in flight against every server
 # (SOCKETS x INFLIGHT, 1 x 256 by default) and every server's UDP receive buffer
 # holds at least that window (gdnsd udp_rcvbuf 1 MiB, NSD's 1 MiB default,
@@ -43,8 +47,9 @@ fi
 export PATH=$PATH:/usr/sbin
 
 cargo build --release --bin meridian --example loadgen 2>&1 | tail -1
-LOADGEN=$ROOT/target/release/examples/loadgen
-MERIDIAN=$ROOT/target/release/meridian
+TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
+LOADGEN=$TARGET/release/examples/loadgen
+MERIDIAN=$TARGET/release/meridian
 
 # Queries: ECS-varying from real networks, and the same name without ECS.
 $LOADGEN generate --asn-db "$GEO/ASN.mmdb" --out "$WORK/ecs.txt" --count "$QUERIES" --aaaa-share 0 2>&1
@@ -158,9 +163,48 @@ for round in $(seq "$ROUNDS"); do
 done
 
 RSS_KB=$(awk '/VmRSS/ {print $2}' /proc/$MPID/status)
+
+# --- Reload under load: 3,200 POPs, the full databases, SIGHUP RELOADS times while
+# the load generator runs (same window as above), p99 per 100 ms window.
+RELOADS=${RELOADS:-5}
+RELOAD_SECS=${RELOAD_SECONDS:-20}
+$LOADGEN world --pops 3200 --out "$WORK/world3200.yaml"
+sed -e 's|^  dns: .*|  dns: ["127.0.0.1:5304"]|' -e 's|^  http: .*|  http: "127.0.0.1:8094"|' \
+    -e 's|^  http-router: .*|  http-router: "127.0.0.1:8095"|' \
+    -e "s|^  city: .*|  city: $GEO/GeoLite2-City.mmdb|" -e "s|^  asn: .*|  asn: $GEO/ASN.mmdb|" \
+    -e "s|file: ../../zones/|file: $ROOT/zones/|" \
+    "$WORK/world3200.yaml" > "$WORK/meridian3200.yaml"
+printf 'dns:\n  udp-threads: 1\n' >> "$WORK/meridian3200.yaml"
+taskset -c 0 "$MERIDIAN" serve --config "$WORK/meridian3200.yaml" --no-watch > "$WORK/meridian3200.log" 2>&1 & PIDS+=($!)
+RPID=$!
+wait_udp 5304 || { cat "$WORK/meridian3200.log"; exit 1; }
+# Warm-up: at 3,200 POPs the rankings take seconds of load to fill from cold.
+timeout $(( SECS + 15 )) taskset -c 1 $LOADGEN run --server 127.0.0.1:5304 --queries "$WORK/ecs.txt" \
+  --duration "$SECS" --sockets "$SOCKETS" --inflight "$INFLIGHT" --timeout-ms 1000 --json > /dev/null
+reloads_done() {
+  curl -s http://127.0.0.1:8094/metrics | awk '/^meridian_config_reloads_total\{result="success"\}/ {print $2}' | tail -1
+}
+timeout $(( RELOAD_SECS + 15 )) taskset -c 1 $LOADGEN run --server 127.0.0.1:5304 --queries "$WORK/ecs.txt" \
+  --duration "$RELOAD_SECS" --sockets "$SOCKETS" --inflight "$INFLIGHT" --timeout-ms 1000 --window-ms 100 --json \
+  > "$WORK/reload-load.json" & LGPID=$!
+: > "$WORK/reloads.txt"
+# A quarter of the run steady first; then the reloads, evenly spread over the next half.
+sleep "$(( RELOAD_SECS / 4 ))"
+for _ in $(seq "$RELOADS"); do
+  before=$(reloads_done); before=${before:-0}
+  asked=$(date +%s%3N)
+  kill -HUP "$RPID"
+  for _ in $(seq 300); do
+    now=$(reloads_done); [ "${now:-0}" != "$before" ] && break
+    sleep 0.1
+  done
+  echo "$asked $(date +%s%3N) ${now:-0}" >> "$WORK/reloads.txt"
+  sleep "$(python3 -c "print(max(0.5, $RELOAD_SECS / 2 / $RELOADS - 1))")"
+done
+wait "$LGPID" || echo "reload run: load generator failed" >&2
 DB_BYTES=$(( $(stat -c %s "$GEO/GeoLite2-City.mmdb") + $(stat -c %s "$GEO/ASN.mmdb") ))
 
-python3 - "$RESULTS" "$RSS_KB" "$DB_BYTES" <<'PY'
+python3 - "$RESULTS" "$RSS_KB" "$DB_BYTES" "$WORK/reload-load.json" "$WORK/reloads.txt" <<'PY'
 import json, statistics, sys
 rows = {}
 for line in open(sys.argv[1]):
@@ -186,4 +230,34 @@ print(f"gdnsd / NSD static ceiling:       {med('gdnsd-ecs','qps')/med('nsd-stati
 print(f"loadgen / dnsperf on NSD static:  {med('nsd-static','qps')/med('dnsperf-nsd-static','qps'):.2f}x")
 rss = int(sys.argv[2]) * 1024; db = int(sys.argv[3])
 print(f"Meridian RSS {rss/2**20:.0f} MiB with databases of {db/2**20:.0f} MiB: {rss/db:.2f}x")
+
+# Reload under load. A window is "during a reload" from the SIGHUP to one second
+# after the new snapshot was published; "steady" windows are the others after the
+# first second. Compared: the median and the worst window p99 during reloads against
+# the same of the steady windows (one bad window of a shared machine is noise; a
+# reload that hurts moves the median).
+try:
+    load = json.load(open(sys.argv[4]))
+    reloads = [tuple(int(x) for x in line.split()) for line in open(sys.argv[5]) if line.strip()]
+except (OSError, ValueError) as error:
+    print(f"reload under load: no result ({error})")
+    sys.exit(0)
+start = load["start_unix_ms"]
+spans = [(asked - start, done - start + 1000) for asked, done, _ in reloads]
+during, steady = [], []
+for at, answered, timeouts, p99 in load["windows"]:
+    if any(a <= at + 100 and at <= b for a, b in spans):
+        during.append(p99)
+    elif at >= 1000 and answered:
+        steady.append(p99)
+took = [done - asked for asked, done, _ in reloads]
+lost = load["sent"] - load["answered"]
+def ratio(a, b):
+    return a / b if b else float("nan")
+md, ms = statistics.median(during or [0]), statistics.median(steady or [0])
+wd, ws = max(during, default=0), max(steady, default=0)
+print(f"reload under load (3,200 POPs, {len(reloads)} reloads published in {min(took, default=0)}-{max(took, default=0)} ms): "
+      f"{load['qps']:.0f} q/s, lost {lost} of {load['sent']} (timeouts {load['timeouts']})")
+print(f"  p99 per 100 ms window, during reloads vs steady: median {md:.3f} vs {ms:.3f} ms = {ratio(md, ms):.2f}x "
+      f"(target <= 2x); worst {wd:.3f} vs {ws:.3f} ms = {ratio(wd, ws):.2f}x")
 PY

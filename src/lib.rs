@@ -3,13 +3,15 @@
 //!
 //! # Data flow
 //!
-//! A query arrives on UDP (`dns::udp`, a dedicated loop per socket) or TCP
+//! A query arrives on UDP (`dns::udp`, a dedicated loop per socket taking
+//! datagrams in batches, `dns::batch`) or TCP
 //! (`dns::tcp`, hickory-server). `dns::wire` parses the header, the question and the
 //! EDNS options, ECS included, strictly enough to pick the right rcode for anything
 //! malformed. `dns::resolve` answers from one immutable [`snapshot::Snapshot`]:
 //! static records from the zone files (`zone`), and for an accelerated name a
 //! [`routing::Decision`]. The decision locates the client (`geo`: the ECS address,
-//! else the resolver's), scores every eligible and usable POP on distance and ISP
+//! else the resolver's; a UDP worker remembers recent subnets' lookups in
+//! `geo::subnet_cache`), scores every eligible and usable POP on distance and ISP
 //! match, sends a share of a loaded POP's client subnets to the runner-up
 //! (`routing`), and says how far and how long the answer may be cached (the ECS
 //! scope, the TTL). The

@@ -240,7 +240,10 @@ fn build(current: &Snapshot, served: &Sources) -> (Result<Snapshot, ConfigError>
     warn_of_restart_settings(&current.config, &config);
     let snapshot =
         if config.geodata == current.config.geodata && attempted.same_geodata(served, &config) {
-            Snapshot::with_geo(config, Arc::clone(&current.geo))
+            Snapshot::with_geo(config, Arc::clone(&current.geo)).map(|mut snapshot| {
+                snapshot.keep_rankings_of(current);
+                snapshot
+            })
         } else {
             Snapshot::load(config)
         };

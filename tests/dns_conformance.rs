@@ -358,6 +358,85 @@ async fn responses_and_runts_get_no_reply() {
     assert_eq!(reply.metadata.id, real.metadata.id);
 }
 
+/// A burst larger than one receive batch, from several clients, of every kind
+/// (accelerated, static, NXDOMAIN, REFUSED, and responses that get no reply), all
+/// queued before the server reads any: each client gets, in order, exactly the
+/// replies its queries get when asked one at a time.
+#[tokio::test]
+async fn a_burst_from_many_clients_is_answered_to_each() {
+    let mut response = query("mail.cdn.test.", RecordType::A);
+    response.metadata.message_type = hickory_proto::op::MessageType::Response;
+    let kinds = [
+        query("www.example.com.cdn.test.", RecordType::A),
+        query_edns("www.example.com.cdn.test.", RecordType::AAAA, 1232),
+        query("mail.cdn.test.", RecordType::A),
+        query("nope.cdn.test.", RecordType::A),
+        query("example.com.", RecordType::A),
+        response,
+    ];
+    let kinds: Vec<Vec<u8>> = kinds.iter().map(|m| m.to_vec().expect("encodes")).collect();
+    for path in [Path::UdpFast, Path::UdpFull] {
+        let addr = world().addr(path);
+        // What each kind gets alone (the response: nothing), id aside.
+        let mut alone = Vec::new();
+        for packet in &kinds[..kinds.len() - 1] {
+            alone.push(ask_raw(path, packet).await[2..].to_vec());
+        }
+        let mut clients = Vec::new();
+        for _ in 0..4 {
+            let socket = tokio::net::UdpSocket::bind("127.0.0.1:0")
+                .await
+                .expect("socket");
+            clients.push(socket);
+        }
+        // 4 clients x 12 datagrams: more than one batch, interleaved by client.
+        for round in 0..12_u16 {
+            for (client, socket) in clients.iter().enumerate() {
+                let mut packet = kinds[usize::from(round) % kinds.len()].clone();
+                let id = (client as u16) << 8 | round;
+                packet[..2].copy_from_slice(&id.to_be_bytes());
+                socket.send_to(&packet, addr).await.expect("send");
+            }
+        }
+        // Then one last query each: its reply must come right after the others, so
+        // nothing was answered twice, nor the responses at all.
+        let last = query("mail.cdn.test.", RecordType::A);
+        let last_bytes = last.to_vec().expect("encodes");
+        for socket in &clients {
+            socket.send_to(&last_bytes, addr).await.expect("send");
+        }
+        let mut buf = vec![0; 4096];
+        for (client, socket) in clients.iter().enumerate() {
+            for round in (0..12_u16).filter(|r| usize::from(*r) % kinds.len() != kinds.len() - 1) {
+                let (len, _) = tokio::time::timeout(common::TIMEOUT, socket.recv_from(&mut buf))
+                    .await
+                    .expect("a reply in time")
+                    .expect("receive");
+                let id = (client as u16) << 8 | round;
+                assert_eq!(
+                    buf[..2],
+                    id.to_be_bytes(),
+                    "{path:?}: client {client}, in order"
+                );
+                assert_eq!(
+                    buf[2..len],
+                    alone[usize::from(round) % kinds.len()][..],
+                    "{path:?}: client {client}, query {round} as if asked alone"
+                );
+            }
+            let (len, _) = tokio::time::timeout(common::TIMEOUT, socket.recv_from(&mut buf))
+                .await
+                .expect("a reply in time")
+                .expect("receive");
+            let reply = Message::from_vec(&buf[..len]).expect("decodes");
+            assert_eq!(
+                reply.metadata.id, last.metadata.id,
+                "{path:?}: client {client}"
+            );
+        }
+    }
+}
+
 #[tokio::test]
 async fn truncation_over_udp_and_not_over_tcp() {
     for path in PATHS {

@@ -194,7 +194,7 @@ impl EcsPolicy {
 }
 
 /// Scoring weights: one score per POP, in kilometre equivalents, lower is better.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Weights {
     /// Multiplier on great-circle distance.
     pub distance: f64,
@@ -231,7 +231,7 @@ impl PopId {
 pub struct IspId(pub u16);
 
 /// An ISP: a name and the autonomous systems that belong to it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Isp {
     pub name: String,
     pub asns: Vec<u32>,
@@ -257,7 +257,7 @@ pub enum AdminState {
 }
 
 /// A point of presence.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Pop {
     pub id: String,
     pub city: Option<String>,

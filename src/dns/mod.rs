@@ -10,6 +10,7 @@
 //! rarer and stateful, so hickory-server carries it (`tcp`), on the same `wire`
 //! parse and `resolve`.
 
+mod batch;
 pub mod encode;
 pub mod fast;
 pub mod resolve;

@@ -6,9 +6,11 @@
 //! every address inside that network gets the same record and so the same answer.
 
 pub mod build;
+pub mod subnet_cache;
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use maxminddb::{Reader, geoip2};
 use serde::Serialize;
@@ -100,10 +102,34 @@ pub struct GeoError {
 }
 
 /// The City and ASN databases; either may be absent (then every lookup misses it).
-#[derive(Default)]
 pub struct GeoDb {
     city: Option<Reader<Vec<u8>>>,
     asn: Option<Reader<Vec<u8>>>,
+    /// Tells these databases from any opened before or after in this process, so
+    /// that what was derived from them can be kept by generation.
+    generation: u32,
+}
+
+impl Default for GeoDb {
+    fn default() -> Self {
+        Self {
+            city: None,
+            asn: None,
+            generation: next_generation(),
+        }
+    }
+}
+
+/// A generation no `GeoDb` of this process had; never 0. Wrapping would take four
+/// billion reloads.
+fn next_generation() -> u32 {
+    static LAST: AtomicU32 = AtomicU32::new(0);
+    loop {
+        let generation = LAST.fetch_add(1, Ordering::Relaxed).wrapping_add(1);
+        if generation != 0 {
+            return generation;
+        }
+    }
 }
 
 impl std::fmt::Debug for GeoDb {
@@ -144,6 +170,7 @@ impl GeoDb {
             asn: asn
                 .map(|p| open(p, &["City", "Country"], "an ASN database"))
                 .transpose()?,
+            generation: next_generation(),
         })
     }
 
@@ -158,6 +185,7 @@ impl GeoDb {
         Ok(Self {
             city: city.map(|b| load(b, "<city>")).transpose()?,
             asn: asn.map(|b| load(b, "<asn>")).transpose()?,
+            generation: next_generation(),
         })
     }
 
@@ -172,6 +200,11 @@ impl GeoDb {
     /// For callers that cache what they derive from the record by its offset.
     pub fn locate_networks(&self, ip: IpAddr) -> Location {
         self.lookup(ip, false)
+    }
+
+    /// Which databases these are: a number no other `GeoDb` of this process has.
+    pub fn generation(&self) -> u32 {
+        self.generation
     }
 
     /// Both lookups; the City record's fields only with `city_fields`.

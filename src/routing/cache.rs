@@ -12,8 +12,9 @@
 //! on the address before the cache is consulted, country and continent overrides
 //! on the cached fields, exactly as without the cache.
 //!
-//! The cache belongs to one snapshot: a reload (new POPs, weights, ISPs or
-//! databases) starts with an empty one, so nothing stale can be served.
+//! The cache belongs to the snapshots it is right for: a reload that changes the
+//! POPs, weights, ISPs or databases starts with an empty one, so nothing stale can
+//! be served; one that changes none of them keeps it (`Snapshot::keep_rankings_of`).
 
 use quick_cache::sync::Cache;
 

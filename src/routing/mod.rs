@@ -31,7 +31,7 @@ use crate::config::{
     AdminState, Config, Coverage, Domain, EcsPolicy, Fallback, IspId, NetworkOverride, PopId,
     Weights,
 };
-use crate::geo::{Code, GeoDb, Location};
+use crate::geo::{Code, GeoDb, Location, subnet_cache};
 use crate::health::LiveView;
 use cache::{Key, Ranking, RankingCache};
 use distance::Point;
@@ -281,7 +281,7 @@ impl Router {
         client: &Client,
         live: &LiveView,
     ) -> Decision {
-        let mut location = geo.locate_networks(client.addr);
+        let mut location = subnet_cache::locate_networks(geo, client.addr);
         let Some(city_record) = location.city_record else {
             // Not in the City database: no fields to decode, overrides or the
             // fallback decide.
