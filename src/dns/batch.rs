@@ -110,6 +110,16 @@ impl Outbox {
         }
     }
 
+    /// Datagrams queued, at most [`BATCH`]: push no more before sending.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether nothing is queued.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
     /// The buffer for the next answer; it is sent only once [`Outbox::push`]ed.
     pub fn next_buffer(&mut self) -> &mut Vec<u8> {
         &mut self.answers[self.len]
@@ -174,6 +184,18 @@ impl Outbox {
     fn clear(&mut self) {
         self.destinations.clear();
         self.len = 0;
+    }
+}
+
+impl Default for Inbox {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Default for Outbox {
+    fn default() -> Self {
+        Self::new()
     }
 }
 

@@ -10,7 +10,9 @@
 //! rarer and stateful, so hickory-server carries it (`tcp`), on the same `wire`
 //! parse and `resolve`.
 
-mod batch;
+/// Public for the load generator (`bench/loadgen.rs`), which sends and receives
+/// the same way.
+pub mod batch;
 pub mod encode;
 pub mod fast;
 pub mod resolve;
