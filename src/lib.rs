@@ -43,6 +43,7 @@
 //! reusing unchanged geo databases; the health keeper fills its live view, and one
 //! swap publishes it. A snapshot that does not build changes nothing.
 
+pub mod background;
 pub mod cache;
 pub mod cli;
 pub mod config;
