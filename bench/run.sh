@@ -5,6 +5,8 @@
 # generator to core 1; every run is bounded in time. Prints medians and ratios.
 #
 #   bench/run.sh            # ROUNDS=3 SECONDS_PER_RUN=10 QUERIES=200000 by default
+#   ROUNDS=0 bench/run.sh   # the reload step alone (the side-by-side rounds skipped)
+#   MERIDIAN=/path/to/meridian bench/run.sh   # another build of Meridian (say, before a change)
 #
 # Then Meridian alone on a generated 3,200-POP world with the full databases,
 # reloaded RELOADS times (SIGHUP) under load (RELOAD_SECONDS): queries lost, and
@@ -49,7 +51,7 @@ export PATH=$PATH:/usr/sbin
 cargo build --release --bin meridian --example loadgen 2>&1 | tail -1
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
 LOADGEN=$TARGET/release/examples/loadgen
-MERIDIAN=$TARGET/release/meridian
+MERIDIAN=${MERIDIAN:-$TARGET/release/meridian}
 
 # Queries: ECS-varying from real networks, and the same name without ECS.
 $LOADGEN generate --asn-db "$GEO/ASN.mmdb" --out "$WORK/ecs.txt" --count "$QUERIES" --aaaa-share 0 2>&1

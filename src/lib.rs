@@ -39,10 +39,12 @@
 //! and never waits for the control plane.
 //!
 //! Reload: SIGHUP, or a change to the config, a zone file or a geo database
-//! (`reload`, a file watcher), builds a whole new snapshot on the blocking pool,
-//! reusing unchanged geo databases; the health keeper fills its live view, and one
-//! swap publishes it. A snapshot that does not build changes nothing.
+//! (`reload`, a file watcher), builds a whole new snapshot on a low-priority thread
+//! (`background`), reusing unchanged geo databases; the health keeper fills its live
+//! view, and one swap publishes it. The replaced snapshot is freed off the answer
+//! path too. A snapshot that does not build changes nothing.
 
+pub mod background;
 pub mod cache;
 pub mod cli;
 pub mod config;

@@ -13,6 +13,8 @@ use prometheus::{
 
 use queries::{QueryMetrics, TcpRecorder, UdpRecorder};
 
+use crate::snapshot::Snapshot;
+
 /// Build information, always 1: `meridian_build_info{version="..."}`.
 pub const BUILD_INFO: &str = "meridian_build_info";
 /// Health reports by result: accepted, or rejected with a reason.
@@ -228,6 +230,13 @@ impl Metrics {
         let _ = self.pop_healthy.remove_label_values(&[pop]);
         let _ = self.pop_load.remove_label_values(&[pop]);
         let _ = self.pop_report_age.remove_label_values(&[pop]);
+    }
+
+    /// Resolves the per-POP answer counters of a snapshot about to be published,
+    /// so that the UDP worker that serves it first finds them ready: with
+    /// thousands of POPs, resolving them is milliseconds that queries would wait.
+    pub fn prepare(&self, snapshot: &Arc<Snapshot>) {
+        self.queries.prepare(snapshot);
     }
 
     /// A recorder for one UDP worker thread.

@@ -4,11 +4,15 @@
 //! build is logged problem by problem (file, line, reason), counted, and the
 //! running one keeps serving.
 //!
-//! Loading a full City database takes a while (60 MB), so building runs on the
-//! blocking pool, and geo databases whose paths, sizes and modification times are
-//! unchanged are reused. Live health survives: the health keeper fills the new
-//! snapshot's live view before it is published. Reloads run one at a time, so a
-//! slower one can never overwrite a newer one.
+//! Loading a full City database takes a while (60 MB) and building thousands of
+//! POPs' tables hundreds of milliseconds, so building runs on a thread of its own at
+//! the lowest priority (`background`): on a core shared with the UDP workers it
+//! takes only what they leave. Geo databases whose paths, sizes and modification
+//! times are unchanged are reused. Live health survives: the health keeper fills
+//! the new snapshot's live view before it is published. The replaced snapshot is
+//! freed on a low-priority thread too, once the answer path has let go of it, so
+//! that no UDP worker pays for freeing it. Reloads run one at a time, so a slower
+//! one can never overwrite a newer one.
 //!
 //! The watcher watches the directories of the running snapshot's files (not the
 //! files: editors and `mv` replace a file, which ends a watch on it). After a quiet
@@ -23,13 +27,14 @@ use std::collections::{HashMap, HashSet};
 use std::hash::Hasher;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use notify::event::EventKind;
 use notify::{RecommendedWatcher, RecursiveMode, Watcher};
 use tokio::sync::{Mutex, mpsc, watch};
 use tokio::task::JoinHandle;
 
+use crate::background;
 use crate::config::{Config, ConfigError, Problem};
 use crate::health::Health;
 use crate::metrics::Metrics;
@@ -41,6 +46,11 @@ use crate::snapshot::{Shared, Snapshot};
 pub const DEBOUNCE: Duration = Duration::from_millis(300);
 /// Longest a stream of events can put a reload off.
 pub const MAX_DELAY: Duration = Duration::from_secs(2);
+/// How often a replaced snapshot's thread looks whether readers let go of it.
+const RETIRE_POLL: Duration = Duration::from_millis(20);
+/// Longest a replaced snapshot waits for its last readers; then it is let go
+/// anyway and the last of them frees it, as it would without waiting.
+const RETIRE_WAIT: Duration = Duration::from_secs(10);
 
 /// Rebuilds and publishes the snapshot.
 pub struct Reloader {
@@ -172,7 +182,18 @@ impl Reloader {
         let current = self.shared.load_full();
         let served = state.served.clone();
         let path = current.config.source.clone();
-        let built = tokio::task::spawn_blocking(move || build(&current, &served)).await;
+        let metrics = self.metrics.clone();
+        let built = background::run("meridian-reload", move || {
+            let (result, attempted) = build(&current, &served);
+            let result = result.map(|snapshot| {
+                let snapshot = Arc::new(snapshot);
+                // Made here rather than by the first UDP worker to serve it.
+                metrics.prepare(&snapshot);
+                snapshot
+            });
+            (result, attempted)
+        })
+        .await;
         let (result, attempted) = built.unwrap_or_else(|error| {
             let problem = Problem::file(&path, format!("reload failed: {error}"));
             (Err(ConfigError::one(problem)), Sources::default())
@@ -180,7 +201,8 @@ impl Reloader {
         match result {
             Ok(snapshot) => {
                 self.health.attach(&snapshot);
-                self.shared.store(Arc::new(snapshot));
+                let replaced = self.shared.swap(snapshot);
+                retire(replaced);
                 self.metrics.reload(true);
                 state.served = attempted.clone();
                 state.seen = attempted;
@@ -219,6 +241,24 @@ impl Reloader {
         let mut files: Vec<PathBuf> = state.served.files.keys().cloned().collect();
         files.extend(state.seen.files.keys().cloned());
         files
+    }
+}
+
+/// Frees a replaced snapshot on a low-priority thread once it holds the last
+/// reference. Readers (a UDP worker's batch, an HTTP request) hold it for
+/// moments; the last to let go would free it, and a UDP worker freeing thousands
+/// of POPs' tables makes the queries behind it wait.
+fn retire<T: Send + Sync + 'static>(replaced: Arc<T>) {
+    let spawned = background::spawn("meridian-retire", move || {
+        let deadline = Instant::now() + RETIRE_WAIT;
+        while Arc::strong_count(&replaced) > 1 && Instant::now() < deadline {
+            std::thread::sleep(RETIRE_POLL);
+        }
+        drop(replaced);
+    });
+    if let Err(error) = spawned {
+        // The snapshot was dropped with the closure: freed here, which is only slower.
+        tracing::debug!(%error, "cannot free the replaced snapshot in the background");
     }
 }
 
@@ -401,7 +441,32 @@ impl Watched {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::mpsc;
+
     use super::*;
+
+    /// Says which thread dropped it.
+    struct DropWitness(mpsc::Sender<Option<String>>);
+
+    impl Drop for DropWitness {
+        fn drop(&mut self) {
+            let thread = std::thread::current().name().map(str::to_owned);
+            let _ = self.0.send(thread);
+        }
+    }
+
+    #[test]
+    fn a_replaced_snapshot_is_freed_by_the_retiring_thread_not_its_last_reader() {
+        let (sender, dropped) = mpsc::channel();
+        let replaced = Arc::new(DropWitness(sender));
+        let reader = Arc::clone(&replaced);
+        retire(replaced);
+        drop(reader);
+        let thread = dropped
+            .recv_timeout(RETIRE_WAIT * 2)
+            .expect("the replaced value is freed");
+        assert_eq!(thread.as_deref(), Some("meridian-retire"));
+    }
 
     #[test]
     fn stamps_see_a_rewrite_and_a_removal() {

@@ -10,7 +10,7 @@
 //! answer for everything this path handles: the tests below compare the two.
 
 use std::net::IpAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use crate::config::Pop;
 use crate::metrics::queries::Trace;
@@ -46,9 +46,11 @@ pub struct FastPath {
 /// Pre-encoded answer records, valid for one snapshot.
 #[derive(Debug)]
 struct Tables {
-    /// Held so that the snapshot cannot be freed and another one take its address:
-    /// identity is checked with `Arc::ptr_eq`.
-    snapshot: Arc<Snapshot>,
+    /// Which snapshot: compared by address. A `Weak` keeps the allocation, so the
+    /// address cannot be reused by a later snapshot, without keeping the snapshot's
+    /// contents alive: the worker must not be the one that frees a replaced
+    /// snapshot (the reloader does, off the answer path).
+    snapshot: Weak<Snapshot>,
     /// Indexed by `PopId`.
     pops: Vec<PopRecords>,
 }
@@ -100,7 +102,7 @@ fn push_record_head(out: &mut Vec<u8>, rtype: u16, rdlength: u16) {
 impl Tables {
     fn new(snapshot: &Arc<Snapshot>) -> Self {
         Self {
-            snapshot: Arc::clone(snapshot),
+            snapshot: Arc::downgrade(snapshot),
             pops: snapshot.config.pops.iter().map(PopRecords::new).collect(),
         }
     }
@@ -222,7 +224,7 @@ impl FastPath {
         let current = self
             .tables
             .as_ref()
-            .is_some_and(|t| Arc::ptr_eq(&t.snapshot, snapshot));
+            .is_some_and(|t| std::ptr::eq(t.snapshot.as_ptr(), Arc::as_ptr(snapshot)));
         if !current {
             self.tables = Some(Tables::new(snapshot));
         }
@@ -520,6 +522,8 @@ mod tests {
         declines(packet);
     }
 
+    /// Tables are rebuilt for a new snapshot, and never keep one alive: a UDP worker
+    /// must not be left to free a replaced snapshot.
     #[test]
     fn tables_follow_the_snapshot() {
         let (_dir, first) = snapshot();
@@ -533,13 +537,15 @@ mod tests {
         assert!(
             fast.tables
                 .as_ref()
-                .is_some_and(|t| Arc::ptr_eq(&t.snapshot, &first))
+                .is_some_and(|t| std::ptr::eq(t.snapshot.as_ptr(), Arc::as_ptr(&first)))
         );
+        assert_eq!(Arc::strong_count(&first), 1);
         assert!(fast.answer(&second, &parsed, source, &mut Trace::default(), &mut out));
         assert!(
             fast.tables
                 .as_ref()
-                .is_some_and(|t| Arc::ptr_eq(&t.snapshot, &second))
+                .is_some_and(|t| std::ptr::eq(t.snapshot.as_ptr(), Arc::as_ptr(&second)))
         );
+        assert_eq!(Arc::strong_count(&second), 1);
     }
 }

@@ -339,6 +339,14 @@ impl QueryMetrics {
         }))
     }
 
+    /// Builds the per-POP answer counters of `snapshot` ahead of its first query.
+    /// Best effort: a query still served from the previous snapshot before the
+    /// swap (TCP counts into the shared handles) puts that one's back, and the
+    /// first query on `snapshot` builds them again.
+    pub(super) fn prepare(&self, snapshot: &Arc<Snapshot>) {
+        self.pop_counters(snapshot);
+    }
+
     /// The per-POP answer counters of `snapshot`, built on its first query.
     fn pop_counters(&self, snapshot: &Arc<Snapshot>) -> Arc<PopCounters> {
         if let Some(cached) = &*self.pop_handles.load()
