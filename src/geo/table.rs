@@ -101,7 +101,7 @@ impl Ipv4Table {
 
     /// Compiles the IPv4 part of `reader`'s tree; `value` gives a record's value
     /// from a lookup result, and is asked once per distinct record, not once per
-    /// network (records are shared: 3 million City leaves, far fewer records).
+    /// network (GeoLite2-City's 3 million IPv4 leaves share half a million records).
     pub fn compile<S, F>(reader: &Reader<S>, mut value: F) -> Result<Self, TableError>
     where
         S: AsRef<[u8]>,
