@@ -4,16 +4,25 @@
 //! A lookup also returns the prefix length of the database network that matched,
 //! found or not: the ECS scope of an answer is built from these prefixes, since
 //! every address inside that network gets the same record and so the same answer.
+//!
+//! Each database's IPv4 part is compiled into a [`table::Ipv4Table`] when it is
+//! opened (off the answer path: reloads open databases on a blocking thread, and
+//! reuse them while the files are unchanged); IPv4 lookups read the table, IPv6
+//! lookups and the City record's fields still come from the tree.
 
 pub mod build;
 pub mod subnet_cache;
+pub mod table;
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Instant;
 
 use maxminddb::{Reader, geoip2};
 use serde::Serialize;
+
+use table::Ipv4Table;
 
 /// A point on the globe, in degrees.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
@@ -103,8 +112,8 @@ pub struct GeoError {
 
 /// The City and ASN databases; either may be absent (then every lookup misses it).
 pub struct GeoDb {
-    city: Option<Reader<Vec<u8>>>,
-    asn: Option<Reader<Vec<u8>>>,
+    city: Option<Database>,
+    asn: Option<Database>,
     /// Tells these databases from any opened before or after in this process, so
     /// that what was derived from them can be kept by generation.
     generation: u32,
@@ -134,15 +143,13 @@ fn next_generation() -> u32 {
 
 impl std::fmt::Debug for GeoDb {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = |db: &Option<Database>| {
+            db.as_ref()
+                .map(|db| db.reader.metadata().database_type.clone())
+        };
         f.debug_struct("GeoDb")
-            .field(
-                "city",
-                &self.city.as_ref().map(|r| &r.metadata().database_type),
-            )
-            .field(
-                "asn",
-                &self.asn.as_ref().map(|r| &r.metadata().database_type),
-            )
+            .field("city", &kind(&self.city))
+            .field("asn", &kind(&self.asn))
             .finish()
     }
 }
@@ -163,13 +170,25 @@ impl GeoDb {
             }
             Ok(reader)
         };
+        let city = city
+            .map(|p| {
+                Ok(Database::city(
+                    open(p, &["ASN", "ISP"], "a City database")?,
+                    p,
+                ))
+            })
+            .transpose()?;
+        let asn = asn
+            .map(|p| {
+                Ok(Database::asn(
+                    open(p, &["City", "Country"], "an ASN database")?,
+                    p,
+                ))
+            })
+            .transpose()?;
         Ok(Self {
-            city: city
-                .map(|p| open(p, &["ASN", "ISP"], "a City database"))
-                .transpose()?,
-            asn: asn
-                .map(|p| open(p, &["City", "Country"], "an ASN database"))
-                .transpose()?,
+            city,
+            asn,
             generation: next_generation(),
         })
     }
@@ -182,9 +201,15 @@ impl GeoDb {
                 reason: e.to_string(),
             })
         };
+        let city = city
+            .map(|b| Ok(Database::city(load(b, "<city>")?, Path::new("<city>"))))
+            .transpose()?;
+        let asn = asn
+            .map(|b| Ok(Database::asn(load(b, "<asn>")?, Path::new("<asn>"))))
+            .transpose()?;
         Ok(Self {
-            city: city.map(|b| load(b, "<city>")).transpose()?,
-            asn: asn.map(|b| load(b, "<asn>")).transpose()?,
+            city,
+            asn,
             generation: next_generation(),
         })
     }
@@ -202,38 +227,52 @@ impl GeoDb {
         self.lookup(ip, false)
     }
 
+    /// Whether every database loaded answers IPv4 lookups from its compiled
+    /// table, without a tree walk.
+    pub fn answers_ipv4_from_tables(&self) -> bool {
+        [&self.city, &self.asn]
+            .into_iter()
+            .flatten()
+            .all(|db| db.ipv4.is_some())
+    }
+
     /// Which databases these are: a number no other `GeoDb` of this process has.
     pub fn generation(&self) -> u32 {
         self.generation
     }
 
-    /// Both lookups; the City record's fields only with `city_fields`.
+    /// As [`GeoDb::locate_networks`], always by walking the trees: the reference
+    /// the compiled IPv4 tables are held to (tests, benchmarks).
+    pub fn locate_networks_by_tree(&self, ip: IpAddr) -> Location {
+        let mut location = Location::default();
+        if let Some(city) = &self.city {
+            city.walk_city(ip, false, &mut location);
+        }
+        if let Some(asn) = &self.asn {
+            asn.walk_asn(ip, &mut location);
+        }
+        location
+    }
+
+    /// Both lookups; the City record's fields only with `city_fields`. IPv4
+    /// addresses are answered from the tables, except for the City record's
+    /// fields, which only the record has.
     fn lookup(&self, ip: IpAddr, city_fields: bool) -> Location {
         let mut location = Location::default();
-        if let Some(reader) = &self.city
-            && let Ok(result) = reader.lookup(ip)
-        {
-            location.city_prefix = network_prefix(&result);
-            location.city_record = result.offset().map(|o| o as u32);
-            if city_fields && let Ok(Some(record)) = result.decode::<CityFields<'_>>() {
-                if let (Some(latitude), Some(longitude)) =
-                    (record.location.latitude, record.location.longitude)
-                {
-                    location.coordinates = Some(Coordinates {
-                        latitude,
-                        longitude,
-                    });
+        if let Some(city) = &self.city {
+            match (ip, &city.ipv4) {
+                (IpAddr::V4(addr), Some(table)) if !city_fields => {
+                    (location.city_record, location.city_prefix) = table.get(addr);
                 }
-                location.country = record.country.iso_code.and_then(Code::parse);
-                location.continent = record.continent.code.and_then(Code::parse);
+                _ => city.walk_city(ip, city_fields, &mut location),
             }
         }
-        if let Some(reader) = &self.asn
-            && let Ok(result) = reader.lookup(ip)
-        {
-            location.asn_prefix = network_prefix(&result);
-            if let Ok(Some(record)) = result.decode::<geoip2::Asn<'_>>() {
-                location.asn = record.autonomous_system_number;
+        if let Some(asn) = &self.asn {
+            match (ip, &asn.ipv4) {
+                (IpAddr::V4(addr), Some(table)) => {
+                    (location.asn, location.asn_prefix) = table.get(addr);
+                }
+                _ => asn.walk_asn(ip, &mut location),
             }
         }
         location
@@ -242,16 +281,16 @@ impl GeoDb {
     /// Human-readable names for `explain`.
     pub fn describe(&self, ip: IpAddr) -> Description {
         let mut description = Description::default();
-        if let Some(reader) = &self.city
-            && let Ok(result) = reader.lookup(ip)
+        if let Some(city) = &self.city
+            && let Ok(result) = city.reader.lookup(ip)
         {
             description.city_network = result.network().ok().map(|n| n.to_string());
             if let Ok(Some(record)) = result.decode::<geoip2::City<'_>>() {
                 description.city = record.city.names.english.map(str::to_owned);
             }
         }
-        if let Some(reader) = &self.asn
-            && let Ok(result) = reader.lookup(ip)
+        if let Some(asn) = &self.asn
+            && let Ok(result) = asn.reader.lookup(ip)
         {
             description.asn_network = result.network().ok().map(|n| n.to_string());
             if let Ok(Some(record)) = result.decode::<geoip2::Asn<'_>>() {
@@ -269,6 +308,95 @@ impl GeoDb {
     /// Whether an ASN database is loaded.
     pub fn has_asn(&self) -> bool {
         self.asn.is_some()
+    }
+}
+
+/// One opened database and its IPv4 part compiled into a table, which answers
+/// IPv4 lookups in place of the tree walk.
+struct Database {
+    reader: Reader<Vec<u8>>,
+    /// None if the tree could not be compiled (a damaged tree the walk may still
+    /// read in part): then the walk answers, as it did before tables.
+    ipv4: Option<Ipv4Table>,
+}
+
+impl Database {
+    /// A City database and its table.
+    fn city(reader: Reader<Vec<u8>>, name: &Path) -> Self {
+        let started = Instant::now();
+        let ipv4 = Ipv4Table::city(&reader);
+        Self::with_table(reader, ipv4, name, started)
+    }
+
+    /// An ASN database and its table.
+    fn asn(reader: Reader<Vec<u8>>, name: &Path) -> Self {
+        let started = Instant::now();
+        let ipv4 = Ipv4Table::asn(&reader);
+        Self::with_table(reader, ipv4, name, started)
+    }
+
+    /// Keeps the table, or says why there is none (lookups still work, slower).
+    fn with_table(
+        reader: Reader<Vec<u8>>,
+        ipv4: Result<Ipv4Table, table::TableError>,
+        name: &Path,
+        started: Instant,
+    ) -> Self {
+        let ipv4 = match ipv4 {
+            Ok(table) => {
+                tracing::info!(
+                    database = %name.display(),
+                    ranges = table.ranges(),
+                    values = table.values(),
+                    bytes = table.heap_bytes(),
+                    took_ms = started.elapsed().as_millis() as u64,
+                    "compiled the IPv4 networks into a table"
+                );
+                Some(table)
+            }
+            Err(error) => {
+                tracing::warn!(
+                    database = %name.display(),
+                    %error,
+                    "IPv4 lookups walk the tree: it could not be compiled into a table"
+                );
+                None
+            }
+        };
+        Self { reader, ipv4 }
+    }
+
+    /// The City tree walk: the network's prefix and record offset, and the
+    /// record's fields with `fields`.
+    fn walk_city(&self, ip: IpAddr, fields: bool, location: &mut Location) {
+        let Ok(result) = self.reader.lookup(ip) else {
+            return;
+        };
+        location.city_prefix = network_prefix(&result);
+        location.city_record = result.offset().map(|o| o as u32);
+        if fields && let Ok(Some(record)) = result.decode::<CityFields<'_>>() {
+            if let (Some(latitude), Some(longitude)) =
+                (record.location.latitude, record.location.longitude)
+            {
+                location.coordinates = Some(Coordinates {
+                    latitude,
+                    longitude,
+                });
+            }
+            location.country = record.country.iso_code.and_then(Code::parse);
+            location.continent = record.continent.code.and_then(Code::parse);
+        }
+    }
+
+    /// The ASN tree walk: the network's prefix and the ASN.
+    fn walk_asn(&self, ip: IpAddr, location: &mut Location) {
+        let Ok(result) = self.reader.lookup(ip) else {
+            return;
+        };
+        location.asn_prefix = network_prefix(&result);
+        if let Ok(Some(record)) = result.decode::<geoip2::Asn<'_>>() {
+            location.asn = record.autonomous_system_number;
+        }
     }
 }
 
