@@ -36,8 +36,6 @@ pub mod access;
 mod admin;
 mod conditional;
 pub mod config;
-#[cfg(target_os = "linux")]
-mod conn;
 mod growing;
 mod metrics;
 mod origin;
@@ -46,8 +44,6 @@ mod proxy;
 mod purge;
 mod range;
 mod report;
-#[cfg(target_os = "linux")]
-mod sealed;
 mod stale;
 mod store;
 
@@ -153,11 +149,6 @@ pub async fn start(config: CacheConfig) -> std::io::Result<CacheNode> {
     };
     // The peer address is what client address rules check.
     let app = proxy::router(node).into_make_service_with_connect_info::<SocketAddr>();
-    #[cfg(target_os = "linux")]
-    let listener = {
-        use axum::serve::ListenerExt;
-        conn::Listener(listener).tap_io(conn::Stream::configure)
-    };
     let task = tokio::spawn(async move {
         axum::serve(listener, app)
             .with_graceful_shutdown(shutdown)

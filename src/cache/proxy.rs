@@ -540,10 +540,6 @@ async fn fill(
             budget,
             move |body| {
                 if storable {
-                    // Large bodies move to a sealed file once, here, so hits
-                    // can send them without copying.
-                    #[cfg(target_os = "linux")]
-                    let body = super::sealed::seal(body);
                     purge::store_fill(&node, &key, Arc::new(Entry { body, ..entry }), purges);
                 }
             },
