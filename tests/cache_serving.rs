@@ -31,6 +31,13 @@ fn binary() -> Vec<u8> {
     (0..5000u32).map(|i| (i * 7 + i / 256) as u8).collect()
 }
 
+/// Like [`binary`], but large enough to be kept in a file and sent from it.
+fn large() -> Vec<u8> {
+    (0..300 * 1024u32)
+        .map(|i| (i * 7 + i / 256 + i / 65536) as u8)
+        .collect()
+}
+
 /// An in-test origin: answers by path, records what it was asked.
 #[derive(Clone, Default)]
 struct Origin {
@@ -111,6 +118,7 @@ async fn answer(State(origin): State<Origin>, request: Request) -> Response {
             binary(),
         )
             .into_response(),
+        "/large" => ([(header::CACHE_CONTROL, "max-age=60")], large()).into_response(),
         "/reval" => {
             if if_none_match.is_some_and(|v| v == "\"r1\"") {
                 return (StatusCode::NOT_MODIFIED, [(header::ETAG, "\"r1\"")]).into_response();
@@ -348,6 +356,53 @@ async fn ranges_are_answered_from_the_cache() {
     .await;
     assert_eq!(status, StatusCode::PARTIAL_CONTENT);
     assert_eq!(origin.count("/bin"), 1);
+}
+
+#[tokio::test]
+async fn large_objects_are_served_whole_and_in_parts() {
+    let origin = Origin::default();
+    let (addr, _stop) = origin.start().await;
+    let node = start_node(&node_yaml("fra", &http_origin(addr), "")).await;
+    let client = client(&node);
+    let object = large();
+    let path = url(&node, "/large");
+
+    let (status, headers, body) = get(&client, &path, &[]).await;
+    assert_eq!((status, x_cache(&headers)), (StatusCode::OK, "MISS"));
+    assert!(body == object, "the miss is the origin's object");
+    // Hits, one after another on a kept-alive connection and side by side.
+    for _ in 0..3 {
+        let (status, headers, body) = get(&client, &path, &[]).await;
+        assert_eq!((status, x_cache(&headers)), (StatusCode::OK, "HIT"));
+        assert_eq!(headers[header::CONTENT_LENGTH], "307200");
+        assert!(body == object, "a hit is the whole object");
+    }
+    let side_by_side: Vec<_> = (0..8)
+        .map(|_| {
+            let (client, path) = (client.clone(), path.clone());
+            tokio::spawn(async move { get(&client, &path, &[]).await })
+        })
+        .collect();
+    for hit in side_by_side {
+        let (status, _, body) = hit.await.expect("hit");
+        assert!(status == StatusCode::OK && body == object);
+    }
+    // Parts from anywhere in it, small and large.
+    for (range, expected) in [
+        ("bytes=5-9", 5..10),
+        ("bytes=40000-250000", 40000..250001),
+        ("bytes=-70000", 237200..307200),
+    ] {
+        let (status, headers, body) = get(&client, &path, &[("range", range)]).await;
+        assert_eq!(
+            (status, x_cache(&headers)),
+            (StatusCode::PARTIAL_CONTENT, "HIT")
+        );
+        assert!(body == object[expected], "{range}");
+    }
+    let head = client.head(&path).send().await.expect("HEAD");
+    assert_eq!(head.headers()[header::CONTENT_LENGTH], "307200");
+    assert_eq!(origin.count("/large"), 1);
 }
 
 #[tokio::test]
