@@ -4,8 +4,8 @@
 //! against a server over several UDP sockets, keeping many queries in flight on
 //! each, for a bounded time, and reports queries/s, latency percentiles, timeouts
 //! and rcodes. It sends and receives a batch per system call (`sendmmsg`,
-//! `recvmmsg` on Linux, as Meridian's UDP workers do): with a call per datagram the
-//! generator's own core, not the server, set the ceiling near 220-240k queries/s. `loadgen generate` writes such a file from the networks of a
+//! `recvmmsg` on Linux, as Meridian's UDP workers do), so that its own core stays
+//! further from being the limit than the server's. `loadgen generate` writes such a file from the networks of a
 //! MaxMind-format ASN database: IPv4 /24s and IPv6 /56s from many countries and
 //! operators, some queries with ECS and some without.
 //!
