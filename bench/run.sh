@@ -215,21 +215,23 @@ for line in open(sys.argv[1]):
 def med(label, key):
     values = [r.get(key, 0) for r in rows.get(label, [])]
     return statistics.median(values) if values else float("nan")
-print()
-print("| run | queries/s (median) | p50 ms | p99 ms | p999 ms | timeouts (sum) | server-socket drops (sum) |")
-print("|---|---|---|---|---|---|---|")
-for label in rows:
-    t = sum(r.get("timeouts", 0) for r in rows[label])
-    d = sum(r.get("server_drops", 0) for r in rows[label])
-    print(f"| {label} | {med(label,'qps'):.0f} | {med(label,'p50_ms'):.3f} | {med(label,'p99_ms'):.3f} | {med(label,'p999_ms'):.3f} | {t} | {d} |")
-def tsum(label, key="timeouts"):
-    return sum(r.get(key, 0) for r in rows.get(label, []))
-print()
-print(f"Meridian / gdnsd (ECS-varying):   {med('meridian-ecs','qps')/med('gdnsd-ecs','qps'):.2f}x queries/s; p99 {med('meridian-ecs','p99_ms'):.3f} vs {med('gdnsd-ecs','p99_ms'):.3f} ms; timeouts {tsum('meridian-ecs')} vs {tsum('gdnsd-ecs')}")
-print(f"Meridian / NSD static ceiling:    {med('meridian-ecs','qps')/med('nsd-static','qps'):.2f}x (ECS-varying geo vs static)")
-print(f"Meridian (no ECS) / NSD static:   {med('meridian-noecs','qps')/med('nsd-static','qps'):.2f}x")
-print(f"gdnsd / NSD static ceiling:       {med('gdnsd-ecs','qps')/med('nsd-static','qps'):.2f}x")
-print(f"loadgen / dnsperf on NSD static:  {med('nsd-static','qps')/med('dnsperf-nsd-static','qps'):.2f}x")
+# The rounds (none with ROUNDS=0: the reload step alone).
+if rows:
+    print()
+    print("| run | queries/s (median) | p50 ms | p99 ms | p999 ms | timeouts (sum) | server-socket drops (sum) |")
+    print("|---|---|---|---|---|---|---|")
+    for label in rows:
+        t = sum(r.get("timeouts", 0) for r in rows[label])
+        d = sum(r.get("server_drops", 0) for r in rows[label])
+        print(f"| {label} | {med(label,'qps'):.0f} | {med(label,'p50_ms'):.3f} | {med(label,'p99_ms'):.3f} | {med(label,'p999_ms'):.3f} | {t} | {d} |")
+    def tsum(label, key="timeouts"):
+        return sum(r.get(key, 0) for r in rows.get(label, []))
+    print()
+    print(f"Meridian / gdnsd (ECS-varying):   {med('meridian-ecs','qps')/med('gdnsd-ecs','qps'):.2f}x queries/s; p99 {med('meridian-ecs','p99_ms'):.3f} vs {med('gdnsd-ecs','p99_ms'):.3f} ms; timeouts {tsum('meridian-ecs')} vs {tsum('gdnsd-ecs')}")
+    print(f"Meridian / NSD static ceiling:    {med('meridian-ecs','qps')/med('nsd-static','qps'):.2f}x (ECS-varying geo vs static)")
+    print(f"Meridian (no ECS) / NSD static:   {med('meridian-noecs','qps')/med('nsd-static','qps'):.2f}x")
+    print(f"gdnsd / NSD static ceiling:       {med('gdnsd-ecs','qps')/med('nsd-static','qps'):.2f}x")
+    print(f"loadgen / dnsperf on NSD static:  {med('nsd-static','qps')/med('dnsperf-nsd-static','qps'):.2f}x")
 rss = int(sys.argv[2]) * 1024; db = int(sys.argv[3])
 print(f"Meridian RSS {rss/2**20:.0f} MiB with databases of {db/2**20:.0f} MiB: {rss/db:.2f}x")
 
