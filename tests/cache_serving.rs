@@ -828,8 +828,12 @@ async fn a_fill_streams_to_its_client_and_to_waiters() {
     let mut joined = client.get(&stream).send().await.expect("GET");
     assert_eq!(x_cache(joined.headers()), "HIT");
     assert_eq!(read_at_least(&mut joined, 11).await, b"first part|");
+    // One more after the joined one has its answer under way: still the same fill.
+    let mut late = client.get(&stream).send().await.expect("GET");
+    assert_eq!(x_cache(late.headers()), "HIT");
+    assert_eq!(read_at_least(&mut late, 11).await, b"first part|");
     origin.release.notify_one();
-    for mut response in [first, joined] {
+    for mut response in [first, joined, late] {
         assert_eq!(read_at_least(&mut response, 11).await, b"second part");
         assert!(response.chunk().await.expect("end").is_none());
     }

@@ -2,7 +2,7 @@
 //! failover, and the response with its `X-Cache`.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
@@ -338,18 +338,21 @@ async fn coalesced_fill(
         let mut flights = node.flights.lock().unwrap_or_else(|p| p.into_inner());
         flights.entry(key.to_string()).or_default().clone()
     };
-    // Whatever becomes of this request (its client may go away mid-fill), the
-    // finished or abandoned flight leaves the map.
-    let mut leave = LeaveFlight {
+    // Only the request that runs the fill takes the flight out of the map, when it
+    // ends or is abandoned (its client may go away mid-fill; a waiter then takes
+    // the fill over and arms its own guard). A waiter leaving must not: the body
+    // may still be streaming, and later requests must join it, not fetch again.
+    let leave = LeaveFlight {
         node,
         key,
         flight: &flight,
-        armed: true,
+        armed: AtomicBool::new(false),
     };
     let mut led = false;
     let result = flight
         .get_or_init(|| {
             led = true;
+            leave.armed.store(true, Ordering::Relaxed);
             fill(node, domain, key, lookup, stale)
         })
         .await
@@ -361,7 +364,7 @@ async fn coalesced_fill(
         && fill.shared
         && let FillBody::Growing(growing) = &fill.body
     {
-        leave.armed = false;
+        leave.armed.store(false, Ordering::Relaxed);
         let (node, key, flight) = (node.clone(), key.to_string(), flight.clone());
         let growing = growing.clone();
         tokio::spawn(async move {
@@ -417,13 +420,15 @@ struct LeaveFlight<'a> {
     node: &'a Node,
     key: &'a str,
     flight: &'a Flight,
-    /// Cleared when the flight must outlive the request.
-    armed: bool,
+    /// Set while this request runs the fill; cleared when the flight must outlive
+    /// the request. Atomic because the fill's closure sets it through a shared
+    /// borrow held across an await.
+    armed: AtomicBool,
 }
 
 impl Drop for LeaveFlight<'_> {
     fn drop(&mut self) {
-        if self.armed {
+        if self.armed.load(Ordering::Relaxed) {
             leave_flight(self.node, self.key, self.flight);
         }
     }
