@@ -3,7 +3,7 @@
 //! tables. A reload builds a new snapshot off the answer path and swaps it in
 //! whole; queries in flight finish on the snapshot they started with.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -38,9 +38,11 @@ pub struct Snapshot {
     /// when nothing they are computed from changed (`keep_rankings_of`).
     pub rankings: Arc<RankingCache>,
     /// Served name (lower-case wire form) → domain.
-    exact: HashMap<Box<[u8]>, DomainId>,
+    /// Probed for every query's name: hashed with Fx, not SipHash (the keys come
+    /// from the config, so no client can fill a chain).
+    exact: FxHashMap<Box<[u8]>, DomainId>,
     /// For `*.example.org`: the wire form of `example.org.<suffix>` → domain.
-    wildcards: HashMap<Box<[u8]>, DomainId>,
+    wildcards: FxHashMap<Box<[u8]>, DomainId>,
 }
 
 impl Snapshot {
@@ -81,8 +83,8 @@ impl Snapshot {
         }
         zones.sort_by_key(|z| std::cmp::Reverse(z.origin().num_labels()));
 
-        let mut exact = HashMap::new();
-        let mut wildcards = HashMap::new();
+        let mut exact = FxHashMap::default();
+        let mut wildcards = FxHashMap::default();
         for (i, domain) in config.domains.iter().enumerate() {
             let id = DomainId(i as u32);
             let line = config.lines.domains.get(i).copied().unwrap_or(0);

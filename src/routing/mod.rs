@@ -21,7 +21,7 @@
 pub mod cache;
 pub mod distance;
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 use std::net::IpAddr;
 
 use ipnetwork::IpNetwork;
@@ -195,13 +195,15 @@ struct PopEntry {
 #[derive(Debug, Clone)]
 pub struct Router {
     pops: Vec<PopEntry>,
-    asn_isp: HashMap<u32, IspId>,
+    /// Probed on every decision: hashed with Fx, not SipHash (the keys come from
+    /// the config, so no client can fill a chain).
+    asn_isp: FxHashMap<u32, IspId>,
     weights: Weights,
     /// Longest prefix first, so the first containing network is the most specific.
     networks: Vec<NetworkOverride>,
-    countries: HashMap<Code, Vec<PopId>>,
-    continents: HashMap<Code, Vec<PopId>>,
-    country_pops: HashMap<Code, Vec<PopId>>,
+    countries: FxHashMap<Code, Vec<PopId>>,
+    continents: FxHashMap<Code, Vec<PopId>>,
+    country_pops: FxHashMap<Code, Vec<PopId>>,
     fallback: Fallback,
     fallback_point: Option<Point>,
     degraded_ttl: u32,
@@ -230,7 +232,7 @@ impl Router {
             .collect();
         let mut networks = config.overrides.networks.clone();
         networks.sort_by_key(|n| std::cmp::Reverse(n.network.prefix()));
-        let mut country_pops: HashMap<Code, Vec<PopId>> = HashMap::new();
+        let mut country_pops: FxHashMap<Code, Vec<PopId>> = FxHashMap::default();
         for (i, pop) in config.pops.iter().enumerate() {
             country_pops
                 .entry(pop.country)
@@ -246,8 +248,8 @@ impl Router {
             asn_isp,
             weights: config.scoring,
             networks,
-            countries: config.overrides.countries.clone(),
-            continents: config.overrides.continents.clone(),
+            countries: config.overrides.countries.clone().into_iter().collect(),
+            continents: config.overrides.continents.clone().into_iter().collect(),
             country_pops,
             fallback: config.unknown_location.clone(),
             fallback_point,
