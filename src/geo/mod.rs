@@ -347,7 +347,6 @@ impl Database {
                 tracing::info!(
                     database = %name.display(),
                     ranges = table.ranges(),
-                    values = table.values(),
                     bytes = table.heap_bytes(),
                     took_ms = started.elapsed().as_millis() as u64,
                     "compiled the IPv4 networks into a table"
