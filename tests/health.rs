@@ -1082,3 +1082,41 @@ async fn health_state_survives_a_reload() {
     assert_eq!(harness.pop_for(Path::UdpFast, TOKYO).await, "pek");
     assert_eq!(harness.pops().await["nrt"]["health"], "down");
 }
+
+/// The per-POP gauges as a scrape shows them, by POP id.
+async fn pop_gauges(harness: &Harness, name: &str) -> HashMap<String, f64> {
+    scrape(harness)
+        .await
+        .samples
+        .iter()
+        .filter(|s| s.metric == name)
+        .filter_map(|s| {
+            let value = match s.value {
+                prometheus_parse::Value::Gauge(v) | prometheus_parse::Value::Untyped(v) => v,
+                _ => return None,
+            };
+            Some((s.labels.get("pop")?.to_string(), value))
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_pop_gauges_follow_the_reports() {
+    let harness = Harness::start(&[]).await;
+    let healthy = pop_gauges(&harness, meridian::metrics::POP_HEALTHY).await;
+    assert_eq!(healthy.len(), 5, "{healthy:?}");
+    assert!(
+        healthy.values().all(|v| *v == -1.0),
+        "all unknown: {healthy:?}"
+    );
+
+    harness.accepted("nrt", 1, true, 0.8).await;
+    let healthy = pop_gauges(&harness, meridian::metrics::POP_HEALTHY).await;
+    assert_eq!((healthy["nrt"], healthy["iad"]), (1.0, -1.0), "{healthy:?}");
+    let load = pop_gauges(&harness, meridian::metrics::POP_LOAD).await;
+    assert!((load["nrt"] - 0.8).abs() < 1e-9, "{load:?}");
+    assert_eq!(load["iad"], 0.0);
+    let age = pop_gauges(&harness, meridian::metrics::POP_REPORT_AGE).await;
+    assert!((0.0..5.0).contains(&age["nrt"]), "{age:?}");
+    assert_eq!(age["iad"], -1.0);
+}

@@ -24,6 +24,7 @@ mod view;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
+use rustc_hash::FxHashSet;
 use serde::{Deserialize, Serialize};
 
 pub use ewma::Ewma;
@@ -182,7 +183,7 @@ impl Health {
     /// swap reaches the new snapshot at the next tick, within [`TICK`].
     pub fn attach(&self, snapshot: &Snapshot) {
         let mut inner = self.lock();
-        self.publish(&mut inner, snapshot, Instant::now());
+        self.publish(&mut inner, snapshot);
     }
 
     /// Takes reports in, authorised by a report `token`; each report is accepted or
@@ -214,7 +215,7 @@ impl Health {
             })
             .collect();
         inner.table.advance(&config.health, now);
-        self.publish(&mut inner, &snapshot, now);
+        self.publish(&mut inner, &snapshot);
         Ok(checked
             .into_iter()
             .map(|result| result.map(|pop| inner.table.accepted(pop, &config.health)))
@@ -274,7 +275,7 @@ impl Health {
         let snapshot = self.shared.load_full();
         let mut inner = self.lock();
         inner.table.advance(&snapshot.config.health, now);
-        self.publish(&mut inner, &snapshot, now);
+        self.publish(&mut inner, &snapshot);
     }
 
     /// Every POP of the current config, in config order.
@@ -325,18 +326,29 @@ impl Health {
         let mut inner = self.lock();
         change(&mut inner.table, config);
         inner.table.advance(&config.health, now);
-        self.publish(&mut inner, &snapshot, now);
+        self.publish(&mut inner, &snapshot);
         let mut status = inner.table.status(config, now);
         Ok(status.swap_remove(index.index()))
     }
 
-    /// Stores the view of `snapshot` and the per-POP gauges; called with the lock
-    /// held, so views are stored in the order the table changed.
-    fn publish(&self, inner: &mut Inner, snapshot: &Snapshot, now: Instant) {
+    /// Stores the view of `snapshot`; called with the lock held, so views are
+    /// stored in the order the table changed. The per-POP gauges are not set here
+    /// but when scraped ([`Health::export_gauges`]): with thousands of POPs they
+    /// are milliseconds of work, too much for every report.
+    fn publish(&self, inner: &mut Inner, snapshot: &Snapshot) {
         snapshot
             .live
             .store(Arc::new(inner.table.view(&snapshot.config)));
-        for pop in &snapshot.config.pops {
+    }
+
+    /// Sets the per-POP gauges (health, load, report age) from the table for the
+    /// current config's POPs, and removes those of POPs a reload dropped. Called
+    /// for each scrape of `/metrics`, off the async runtime.
+    pub fn export_gauges(&self, now: Instant) {
+        let snapshot = self.shared.load_full();
+        let mut inner = self.lock();
+        let current = &snapshot.config.pops;
+        for pop in current {
             match inner.table.get(&pop.id) {
                 Some(state) => self.metrics.set_pop_state(
                     &pop.id,
@@ -347,11 +359,11 @@ impl Health {
                 None => self.metrics.set_pop_state(&pop.id, None, 0.0, None),
             }
         }
-        let current = &snapshot.config.pops;
+        let ids: FxHashSet<&str> = current.iter().map(|p| p.id.as_str()).collect();
         for gone in inner
             .published
             .iter()
-            .filter(|id| !current.iter().any(|p| &p.id == *id))
+            .filter(|id| !ids.contains(id.as_str()))
         {
             self.metrics.remove_pop(gone);
         }

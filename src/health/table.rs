@@ -4,7 +4,7 @@
 //! adds or removes POPs. Pure state and arithmetic: the time is always an
 //! argument, the keeper (`super::Health`) owns the lock and the publishing.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -17,7 +17,8 @@ use crate::config::{AdminState, Config, HealthSettings, UnknownMeans};
 /// Every POP that has been reported on or administered.
 #[derive(Debug, Default)]
 pub struct Table {
-    pops: HashMap<String, PopState>,
+    /// Probed once per POP for every view: Fx hashing (keys are config POP ids).
+    pops: FxHashMap<String, PopState>,
 }
 
 /// One POP's live state.

@@ -4,12 +4,14 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
 
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use super::AppState;
+use crate::background;
 
 /// The content type of the Prometheus text exposition format.
 pub const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -51,11 +53,22 @@ pub async fn ready(State(state): State<AppState>) -> Response {
 }
 
 /// `GET /metrics`: every metric, after the UDP workers flushed what they counted.
+/// The per-POP gauges are set and everything encoded on a background thread: with
+/// thousands of POPs that is milliseconds of CPU, which on a runtime thread would
+/// hold up UDP workers sharing its core.
 pub async fn metrics(State(state): State<AppState>) -> Response {
     state.metrics.flush().await;
-    (
-        [(header::CONTENT_TYPE, METRICS_CONTENT_TYPE)],
-        state.metrics.render(),
-    )
-        .into_response()
+    let (health, metrics) = (Arc::clone(&state.health), state.metrics.clone());
+    let rendered = background::run("meridian-metrics", move || {
+        health.export_gauges(Instant::now());
+        metrics.render()
+    })
+    .await;
+    match rendered {
+        Ok(text) => ([(header::CONTENT_TYPE, METRICS_CONTENT_TYPE)], text).into_response(),
+        Err(error) => {
+            tracing::error!(%error, "cannot render the metrics");
+            (StatusCode::INTERNAL_SERVER_ERROR, format!("{error}\n")).into_response()
+        }
+    }
 }
