@@ -829,21 +829,28 @@ async fn metric_sum(harness: &Harness, name: &str) -> f64 {
         .sum()
 }
 
-/// `meridian_health_reports_total` of the fast instance, by reason.
-async fn report_counts(harness: &Harness) -> HashMap<String, f64> {
+/// A metric of the fast instance, by the value of one of its labels.
+async fn metric_by(harness: &Harness, name: &str, label: &str) -> HashMap<String, f64> {
     scrape(harness)
         .await
         .samples
         .iter()
-        .filter(|s| s.metric == meridian::metrics::HEALTH_REPORTS)
+        .filter(|s| s.metric == name)
         .filter_map(|s| {
             let value = match s.value {
-                prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Untyped(v) => v,
+                prometheus_parse::Value::Counter(v)
+                | prometheus_parse::Value::Gauge(v)
+                | prometheus_parse::Value::Untyped(v) => v,
                 _ => return None,
             };
-            Some((s.labels.get("reason")?.to_string(), value))
+            Some((s.labels.get(label)?.to_string(), value))
         })
         .collect()
+}
+
+/// `meridian_health_reports_total` of the fast instance, by reason.
+async fn report_counts(harness: &Harness) -> HashMap<String, f64> {
+    metric_by(harness, meridian::metrics::HEALTH_REPORTS, "reason").await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1085,19 +1092,7 @@ async fn health_state_survives_a_reload() {
 
 /// The per-POP gauges as a scrape shows them, by POP id.
 async fn pop_gauges(harness: &Harness, name: &str) -> HashMap<String, f64> {
-    scrape(harness)
-        .await
-        .samples
-        .iter()
-        .filter(|s| s.metric == name)
-        .filter_map(|s| {
-            let value = match s.value {
-                prometheus_parse::Value::Gauge(v) | prometheus_parse::Value::Untyped(v) => v,
-                _ => return None,
-            };
-            Some((s.labels.get("pop")?.to_string(), value))
-        })
-        .collect()
+    metric_by(harness, name, "pop").await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
