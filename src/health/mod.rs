@@ -333,8 +333,9 @@ impl Health {
 
     /// Stores the view of `snapshot`; called with the lock held, so views are
     /// stored in the order the table changed. The per-POP gauges are not set here
-    /// but when scraped ([`Health::export_gauges`]): with thousands of POPs they
-    /// are milliseconds of work, too much for every report.
+    /// but when scraped ([`Health::export_gauges`]): three labelled gauges per POP
+    /// (a hash and a lock each) are too much work for every report and tick at
+    /// thousands of POPs.
     fn publish(&self, inner: &mut Inner, snapshot: &Snapshot) {
         snapshot
             .live

@@ -191,6 +191,13 @@ struct PopEntry {
     has_v6: bool,
 }
 
+/// An override map of the config, rehashed for lookups on the answer path.
+fn fx_map(map: &std::collections::HashMap<Code, Vec<PopId>>) -> FxHashMap<Code, Vec<PopId>> {
+    map.iter()
+        .map(|(code, pops)| (*code, pops.clone()))
+        .collect()
+}
+
 /// Decides for every query; built once per snapshot from the config.
 #[derive(Debug, Clone)]
 pub struct Router {
@@ -248,8 +255,8 @@ impl Router {
             asn_isp,
             weights: config.scoring,
             networks,
-            countries: config.overrides.countries.clone().into_iter().collect(),
-            continents: config.overrides.continents.clone().into_iter().collect(),
+            countries: fx_map(&config.overrides.countries),
+            continents: fx_map(&config.overrides.continents),
             country_pops,
             fallback: config.unknown_location.clone(),
             fallback_point,
