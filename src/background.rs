@@ -72,6 +72,22 @@ where
         .map(drop)
 }
 
+/// Hands the heap memory freed so far back to the system. A snapshot build
+/// allocates and frees tens of megabytes of temporaries (the geo tables are
+/// compiled through intermediate arrays) and a retired snapshot frees its whole
+/// size; glibc keeps such freed chunks mapped for reuse, so without this the
+/// process stays that much larger for good (13 MB after loading GeoLite2-City and
+/// ASN). Trimming walks the free lists of every arena, a few milliseconds: called
+/// after a build or a retirement, never on the answer path.
+pub fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: `malloc_trim` only returns free memory to the system; it touches no
+    // memory in use.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 /// Lowers the calling thread's scheduling priority, and only its own: on Linux a
 /// thread id given to `setpriority` names that thread. Best effort: at normal
 /// priority the work is merely less polite.

@@ -185,6 +185,7 @@ impl Reloader {
         let metrics = self.metrics.clone();
         let built = background::run("meridian-reload", move || {
             let (result, attempted) = build(&current, &served);
+            background::release_freed_memory();
             let result = result.map(|snapshot| {
                 let snapshot = Arc::new(snapshot);
                 // Made here rather than by the first UDP worker to serve it.
@@ -255,6 +256,7 @@ fn retire<T: Send + Sync + 'static>(replaced: Arc<T>) {
             std::thread::sleep(RETIRE_POLL);
         }
         drop(replaced);
+        background::release_freed_memory();
     });
     if let Err(error) = spawned {
         // The snapshot was dropped with the closure: freed here, which is only slower.

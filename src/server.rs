@@ -68,6 +68,7 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
     let sources = Sources::of(&config);
     let watch_files = !config.overlay.no_watch;
     let snapshot = Snapshot::load(config)?;
+    crate::background::release_freed_memory();
     let shared: Shared = Arc::new(ArcSwap::from_pointee(snapshot));
     let metrics = Metrics::new();
     let ready = Readiness::new();
