@@ -886,3 +886,59 @@ async fn objects_over_the_size_limit_stream_through_uncached() {
     let (_, headers, _) = get(&client, &url(&node, "/obj"), &[]).await;
     assert_eq!(x_cache(&headers), "HIT");
 }
+
+/// A plain request's hit (answered from headers made ready at storing) and the
+/// same request with a directive that changes nothing (answered by asking the
+/// policy) get the same response: status, headers and body, for a whole
+/// object, a range, a HEAD and a conditional request. Both carry an HTTP date.
+#[tokio::test]
+async fn plain_hits_answer_as_the_policy_does() {
+    let origin = Origin::default();
+    let (addr, _stop) = origin.start().await;
+    let node = start_node(&node_yaml("fra", &http_origin(addr), "")).await;
+    let client = client(&node);
+    let bin = url(&node, "/bin");
+    get(&client, &bin, &[]).await;
+    let asks: [&[(&str, &str)]; 3] = [
+        &[],
+        &[("range", "bytes=10-19")],
+        &[("if-none-match", "\"b1\"")],
+    ];
+    for ask in asks {
+        // Within one second, so that `Age` and `Date` agree too; retried otherwise.
+        let mut tries = 0;
+        let (plain, by_policy) = loop {
+            let plain = get(&client, &bin, ask).await;
+            let mut directive = ask.to_vec();
+            directive.push(("cache-control", "max-stale=0"));
+            let by_policy = get(&client, &bin, &directive).await;
+            tries += 1;
+            if plain.1.get(header::DATE) == by_policy.1.get(header::DATE) || tries == 5 {
+                break (plain, by_policy);
+            }
+        };
+        assert_eq!(x_cache(&plain.1), "HIT", "{ask:?}");
+        assert_eq!(plain.0, by_policy.0, "{ask:?}");
+        assert_eq!(plain.1, by_policy.1, "{ask:?}");
+        assert_eq!(plain.2, by_policy.2, "{ask:?}");
+        let date = plain
+            .1
+            .get(header::DATE)
+            .and_then(|d| d.to_str().ok())
+            .unwrap_or("");
+        assert!(httpdate::parse_http_date(date).is_ok(), "{ask:?}: {date}");
+    }
+    let head = client.head(&bin).send().await.expect("HEAD");
+    let head_by_policy = client
+        .head(&bin)
+        .header("cache-control", "max-stale=0")
+        .send()
+        .await
+        .expect("HEAD");
+    assert_eq!(head.status(), head_by_policy.status());
+    assert_eq!(
+        head.headers().get(header::CONTENT_LENGTH),
+        head_by_policy.headers().get(header::CONTENT_LENGTH)
+    );
+    assert_eq!(origin.count("/bin"), 1);
+}

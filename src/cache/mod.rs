@@ -37,6 +37,7 @@ mod admin;
 mod conditional;
 pub mod config;
 mod growing;
+mod hit;
 mod metrics;
 mod origin;
 mod prefetch;

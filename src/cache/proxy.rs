@@ -22,6 +22,7 @@ use tokio::sync::OnceCell;
 use super::conditional;
 use super::config::{CacheConfig, CacheDomain};
 use super::growing::GrowingBody;
+use super::hit;
 use super::metrics::CacheMetrics;
 use super::origin::{OriginError, Upstreams};
 use super::purge::{self, Purges};
@@ -233,6 +234,13 @@ pub(super) async fn handle(State(node): State<Arc<Node>>, request: Request) -> R
     let path_and_query = key_path(domain, &parts.uri);
     let key = cache_key(&host, &path_and_query);
     let head = parts.method == Method::HEAD;
+    let now = SystemTime::now();
+    let cached = node.store.get(&key).filter(|_| !node.purges.hides(&key));
+    if let Some(entry) = &cached
+        && let Some(fresh) = hit::fresh(entry, &parts.headers, now)
+    {
+        return answer(&parts.headers, head, fresh, &entry.body, CacheStatus::Hit);
+    }
     // The request as the cache sees it: a GET (HEAD is filled by GET) for the key,
     // without the client's own preconditions.
     let mut lookup = request::Builder::new()
@@ -247,9 +255,8 @@ pub(super) async fn handle(State(node): State<Arc<Node>>, request: Request) -> R
     }
     lookup.headers.remove(header::RANGE);
 
-    let now = SystemTime::now();
-    let stale = match node.store.get(&key).filter(|_| !node.purges.hides(&key)) {
-        Some(entry) => match entry.policy.before_request(&lookup, now) {
+    let stale = match cached {
+        Some(entry) => match hit::before_request(&entry.policy, &lookup, now) {
             BeforeRequest::Fresh(fresh) => {
                 return answer(&parts.headers, head, fresh, &entry.body, CacheStatus::Hit);
             }
@@ -295,7 +302,7 @@ pub(super) async fn handle(State(node): State<Arc<Node>>, request: Request) -> R
         Ok(fill)
             if fill.shared
                 && matches!(
-                    fill.policy.before_request(&lookup, now),
+                    hit::before_request(&fill.policy, &lookup, now),
                     BeforeRequest::Fresh(_)
                 ) =>
         {
@@ -317,7 +324,7 @@ pub(super) async fn handle(State(node): State<Arc<Node>>, request: Request) -> R
     // stale for this request (it asked for `no-cache`, say): the origin's answer
     // is still the newest there is.
     let served = match fill.shared {
-        true => match fill.policy.before_request(&lookup, now) {
+        true => match hit::before_request(&fill.policy, &lookup, now) {
             BeforeRequest::Fresh(fresh) => fresh,
             BeforeRequest::Stale { .. } => clone_parts(&fill.parts),
         },
@@ -482,6 +489,7 @@ async fn fill(
             stale_at: now + policy.time_to_live(now),
             windows: StaleWindows::of(&parts.headers, &domain.rules),
             last_modified: parts.headers.get(header::LAST_MODIFIED).cloned(),
+            ready: hit::Ready::of(&policy, lookup, now),
             policy,
             body: entry.body.clone(),
         });
@@ -533,6 +541,7 @@ async fn fill(
             stale_at: now + policy.time_to_live(now),
             windows: StaleWindows::of(&parts.headers, &domain.rules),
             last_modified: parts.headers.get(header::LAST_MODIFIED).cloned(),
+            ready: hit::Ready::of(&policy, lookup, now),
             policy: policy.clone(),
             body: Bytes::new(),
             header_bytes,

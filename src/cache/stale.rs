@@ -97,7 +97,7 @@ pub fn servable(
     accepting
         .headers
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("max-stale"));
-    match entry.policy.before_request(&accepting, now) {
+    match super::hit::before_request(&entry.policy, &accepting, now) {
         BeforeRequest::Fresh(parts) => Some(parts),
         BeforeRequest::Stale { .. } => None,
     }

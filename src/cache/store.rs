@@ -29,6 +29,8 @@ pub struct Entry {
     pub windows: StaleWindows,
     /// Sent with the ETag on revalidation.
     pub last_modified: Option<axum::http::HeaderValue>,
+    /// A fresh hit's headers, ready for requests without directives of their own.
+    pub ready: Option<super::hit::Ready>,
 }
 
 /// The object store.
@@ -138,6 +140,7 @@ mod tests {
             stale_at: SystemTime::now(),
             windows: StaleWindows::default(),
             last_modified: None,
+            ready: None,
         })
     }
 
