@@ -13,6 +13,7 @@
 pub mod build;
 pub mod subnet_cache;
 pub mod table;
+pub mod table6;
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
