@@ -10,9 +10,9 @@
 //! malformed. `dns::resolve` answers from one immutable [`snapshot::Snapshot`]:
 //! static records from the zone files (`zone`), and for an accelerated name a
 //! [`routing::Decision`]. The decision locates the client (`geo`: the ECS address,
-//! else the resolver's; IPv4 from tables compiled when the databases are opened,
-//! `geo::table`; IPv6 by walking the trees, a UDP worker remembering recent
-//! subnets' walks in `geo::subnet_cache`), scores every eligible and usable POP on distance and ISP
+//! else the resolver's; from tables compiled when the databases are opened,
+//! `geo::table` and `geo::table6`; the few IPv6 subnets they leave out by walking
+//! the trees, a UDP worker remembering recent walks in `geo::subnet_cache`), scores every eligible and usable POP on distance and ISP
 //! match, sends a share of a loaded POP's client subnets to the runner-up
 //! (`routing`), and says how far and how long the answer may be cached (the ECS
 //! scope, the TTL). The

@@ -1,17 +1,23 @@
-//! The compiled IPv4 tables answer every IPv4 lookup exactly as the tree walk
-//! does: the City record, the ASN and both prefix lengths, for addresses inside a
-//! network and for addresses in the empty space between networks, whose prefix
-//! sets the ECS scope of an answer as much as a found network's does.
+//! The compiled tables answer lookups exactly as the tree walk does: the City
+//! record, the ASN and both prefix lengths, for addresses inside a network and
+//! for addresses in the empty space between networks, whose prefix sets the ECS
+//! scope of an answer as much as a found network's does. The IPv4 tables answer
+//! every IPv4 address; the IPv6 tables answer or leave the address to the walk
+//! (in a /64 split into longer networks, or an IPv4 alias), and whatever answers
+//! must agree with the walk.
 //!
 //! Checked around every boundary between leaves (the last address before it and
-//! the two after it) and on random addresses of: databases built here in every shape the reader
-//! accepts (IPv4 and IPv6 trees, the three record sizes, with and without IPv4
-//! aliases, reserved networks painted empty, no IPv4 subtree at all); the sample
-//! databases shipped in `geodata/`; and, around a stride of the boundaries, the
-//! real City and ASN databases in `../shared/geodata/` when that directory exists.
+//! the two after it) and on random addresses of: databases built here in every
+//! shape the reader accepts (IPv4 and IPv6 trees, the three record sizes, with and
+//! without IPv4 aliases, reserved networks painted empty, no IPv4 subtree at all,
+//! IPv6 networks longer than a /64); the sample databases shipped in `geodata/`;
+//! and, around a stride of the boundaries, the real City and ASN databases in
+//! `../shared/geodata/` when that directory exists, with the /56s of the ASN
+//! database's IPv6 networks, as resolvers send IPv6 clients. IPv6 addresses
+//! include each IPv4 boundary's places in `::/96` and in the aliases.
 
 use std::io::Write;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::Path;
 use std::time::SystemTime;
 
@@ -68,15 +74,33 @@ fn assert_agree(
     what: &str,
 ) -> usize {
     let ends = [Ipv4Addr::UNSPECIFIED, Ipv4Addr::BROADCAST];
-    let mut checked = 0;
-    for addr in addresses
+    let addresses = addresses
         .into_iter()
         .chain(ends)
         .chain(Addresses(0x5eed_cafe).take(random))
-    {
-        let ip = IpAddr::V4(addr);
+        .map(IpAddr::V4);
+    assert_agree_on(geo, addresses, what).checked
+}
+
+/// How many addresses [`assert_agree_on`] checked, and how many of them the
+/// tables answered without a walk.
+#[derive(Debug, Default, Clone, Copy)]
+struct Agreed {
+    checked: usize,
+    from_tables: usize,
+}
+
+/// Asserts that every lookup agrees with the tree walks on `addresses`: the
+/// lookups that use the tables, and the tables alone wherever they answer.
+fn assert_agree_on(geo: &GeoDb, addresses: impl IntoIterator<Item = IpAddr>, what: &str) -> Agreed {
+    let mut agreed = Agreed::default();
+    for ip in addresses {
         let by_tree = geo.locate_networks_by_tree(ip);
-        assert_eq!(geo.locate_networks(ip), by_tree, "{what}: {addr}");
+        assert_eq!(geo.locate_networks(ip), by_tree, "{what}: {ip}");
+        if let Some(from_tables) = geo.locate_networks_from_tables(ip) {
+            assert_eq!(from_tables, by_tree, "{what}: tables alone, {ip}");
+            agreed.from_tables += 1;
+        }
         let located = geo.locate(ip);
         assert_eq!(
             (
@@ -91,11 +115,88 @@ fn assert_agree(
                 by_tree.asn,
                 by_tree.asn_prefix
             ),
-            "{what}: locate({addr})"
+            "{what}: locate({ip})"
         );
-        checked += 1;
+        agreed.checked += 1;
     }
-    checked
+    agreed
+}
+
+/// A deterministic stream of IPv6 addresses (xorshift64, two draws each): every
+/// other one inside `2000::/3`, where the networks are.
+struct Ipv6Addresses(Addresses);
+
+impl Iterator for Ipv6Addresses {
+    type Item = IpAddr;
+
+    fn next(&mut self) -> Option<IpAddr> {
+        let high = u128::from(self.0.0);
+        self.0.next();
+        let low = u128::from(self.0.0);
+        self.0.next();
+        let mut addr = high << 64 | low;
+        if high & 1 == 0 {
+            addr = addr >> 3 | 1 << 125;
+        }
+        Some(IpAddr::V6(Ipv6Addr::from(addr)))
+    }
+}
+
+/// IPv6 addresses to check in `database`'s tree: around every boundary between
+/// two IPv6 leaves outside `::/96` (networks and empty nodes alike), one leaf in
+/// `stride`, the last address before it and the two after it; for each of `ipv4`
+/// (boundaries of the IPv4 tree), its places in `::/96` and in the aliases of the
+/// IPv4 tree (`::ffff:0:0/96`, Teredo `2001::/32`, 6to4 `2002::/16`); and both
+/// ends of each alias and the addresses either side. None for an IPv4 database.
+fn ipv6_addresses(database: &[u8], stride: usize, ipv4: &[Ipv4Addr]) -> Vec<IpAddr> {
+    let reader = Reader::from_source(database).expect("database");
+    if reader.metadata().ip_version != 6 {
+        return Vec::new();
+    }
+    let all: IpNetwork = "::/0".parse().expect("network");
+    let options = WithinOptions::default().include_networks_without_data();
+    let mut addresses = Vec::new();
+    let leaves = reader.within(all, options).expect("IPv6 networks");
+    // The IPv4 subtree's leaves are placed from `ipv4` below.
+    let ipv6_leaves = leaves.filter(|result| {
+        !matches!(
+            result.as_ref().map(|r| r.network()),
+            Ok(Ok(IpNetwork::V4(_)))
+        )
+    });
+    for result in ipv6_leaves.step_by(stride) {
+        if let IpNetwork::V6(network) = result.expect("leaf").network().expect("network") {
+            let (first, last) = (
+                u128::from(network.network()),
+                u128::from(network.broadcast()),
+            );
+            addresses.extend([first, first.saturating_add(1), last]);
+        }
+    }
+    let ends = [Ipv4Addr::UNSPECIFIED, Ipv4Addr::BROADCAST];
+    for addr in ipv4.iter().copied().chain(ends) {
+        let addr = u128::from(u32::from(addr));
+        addresses.extend([
+            addr,
+            0xffff << 32 | addr,
+            0x2001 << 112 | addr << 64,
+            0x2001 << 112 | addr << 64 | 1,
+            0x2002 << 112 | addr << 80,
+            0x2002 << 112 | addr << 80 | 0xffff_ffff,
+        ]);
+    }
+    for (first, bits) in [
+        (0xffff_u128 << 32, 32),
+        (0x2001 << 112, 96),
+        (0x2002 << 112, 112),
+    ] {
+        let last = first | ((1 << bits) - 1);
+        addresses.extend([first - 1, first, last, last + 1]);
+    }
+    addresses
+        .into_iter()
+        .map(|a| IpAddr::V6(Ipv6Addr::from(a)))
+        .collect()
 }
 
 /// The shape of a database built for a test.
@@ -145,13 +246,36 @@ const NETWORKS: [(&str, u32); 14] = [
     ("255.255.255.254/31", 12),
 ];
 
+/// IPv6 networks meant to find edge cases, none reserved: leaves wider than a
+/// /16 and reaching the end of the space, a /64 split into longer networks down
+/// to a /128, a /64 next to it that is not, and nested networks.
+const IPV6_NETWORKS: [(&str, u32); 10] = [
+    ("2400::/6", 20),
+    ("2a00::/12", 21),
+    ("2a00:1::/48", 22),
+    ("2a00:1:0:2::/64", 23),
+    ("2a00:1:0:3:8000::/65", 24),
+    ("2a00:1:0:3::1/128", 25),
+    ("2a00:1:0:4::/63", 22),
+    ("2c0f:ffff:ffff:ff00::/56", 26),
+    ("8000::/1", 27),
+    ("fbff:ffff:ffff:ffff::/64", 28),
+];
+
 /// The same databases as ASN and as City (the City table keeps record offsets,
 /// the ASN table decoded numbers: both sides are exercised).
 fn check_shape(shape: Shape, networks: &[(&str, u32)]) {
     let bytes = database(shape, networks);
     let geo = GeoDb::from_bytes(Some(bytes.clone()), Some(bytes.clone())).expect("databases");
-    let checked = assert_agree(&geo, boundaries(&bytes, 1), 20_000, &format!("{shape:?}"));
+    let ipv4 = boundaries(&bytes, 1);
+    let ipv6 = ipv6_addresses(&bytes, 1, &ipv4);
+    let checked = assert_agree(&geo, ipv4, 20_000, &format!("{shape:?}"));
     assert!(checked > 20_000, "{shape:?}: only {checked} addresses");
+    if matches!(shape.ip_version, IpVersion::V6) {
+        let random = Ipv6Addresses(Addresses(0x5eed_beef)).take(20_000);
+        let agreed = assert_agree_on(&geo, ipv6.into_iter().chain(random), &format!("{shape:?}"));
+        assert!(agreed.from_tables > 10_000, "{shape:?}: {agreed:?}");
+    }
 }
 
 /// Every shape the reader accepts, on the edge-case networks.
@@ -181,11 +305,14 @@ fn tables_agree_with_the_walk_on_every_shape() {
             }
             for shape in shapes {
                 // Reserved networks painted empty refuse inserts inside them.
-                let networks = if excluded {
+                let mut networks = if excluded {
                     vec![NETWORKS[1], NETWORKS[2], NETWORKS[3]]
                 } else {
                     NETWORKS.to_vec()
                 };
+                if matches!(shape.ip_version, IpVersion::V6) {
+                    networks.extend(IPV6_NETWORKS);
+                }
                 check_shape(shape, &networks);
             }
         }
@@ -212,8 +339,12 @@ fn tables_agree_with_the_walk_on_single_leaf_databases() {
     ];
     for (ip_version, networks) in cases {
         let bytes = database(shape(ip_version), networks);
-        let geo = GeoDb::from_bytes(Some(bytes.clone()), Some(bytes)).expect("databases");
-        assert_agree(&geo, [], 2_000, &format!("{ip_version:?} {networks:?}"));
+        let geo = GeoDb::from_bytes(Some(bytes.clone()), Some(bytes.clone())).expect("databases");
+        let what = format!("{ip_version:?} {networks:?}");
+        assert_agree(&geo, [], 2_000, &what);
+        let ipv6 = ipv6_addresses(&bytes, 1, &boundaries(&bytes, 1));
+        let random = Ipv6Addresses(Addresses(0x5eed_beef)).take(2_000);
+        assert_agree_on(&geo, ipv6.into_iter().chain(random), &what);
     }
 }
 
@@ -251,23 +382,65 @@ fn tables_agree_with_the_walk_on_the_real_geodata() {
 
 const REAL_CITY_STRIDE: usize = 29;
 const REAL_ASN_STRIDE: usize = 5;
+/// One leaf in this many of the IPv6 trees' 700,000 and 570,000 outside `::/96`,
+/// and one IPv4 boundary in this many placed in `::/96` and the aliases.
+const REAL_IPV6_STRIDE: usize = 7;
+const REAL_ALIAS_STRIDE: usize = 8;
 
 /// Both files' boundaries, one leaf in `strides` (City, ASN), and `random`
-/// random addresses.
+/// random addresses; then the same for IPv6, with the /56 at each end of every
+/// IPv6 network of the ASN database, as resolvers send clients' subnets.
 fn check_files(city: &Path, asn: &Path, random: usize, strides: (usize, usize)) {
     let geo = GeoDb::open(Some(city), Some(asn)).expect("databases");
     let city_bytes = std::fs::read(city).expect("City database");
     let asn_bytes = std::fs::read(asn).expect("ASN database");
-    assert_agree(
-        &geo,
-        boundaries(&city_bytes, strides.0),
-        0,
-        "City boundaries",
+    let city_ipv4 = boundaries(&city_bytes, strides.0);
+    let asn_ipv4 = boundaries(&asn_bytes, strides.1);
+    assert_agree(&geo, city_ipv4.iter().copied(), 0, "City boundaries");
+    assert_agree(&geo, asn_ipv4.iter().copied(), random, "ASN boundaries");
+
+    let (ipv6_stride, alias_stride) = if strides == (1, 1) {
+        (1, 1)
+    } else {
+        (REAL_IPV6_STRIDE, REAL_ALIAS_STRIDE)
+    };
+    let aliased = |ipv4: &[Ipv4Addr]| -> Vec<Ipv4Addr> {
+        ipv4.iter().step_by(alias_stride).copied().collect()
+    };
+    let city_ipv6 = ipv6_addresses(&city_bytes, ipv6_stride, &aliased(&city_ipv4));
+    let asn_ipv6 = ipv6_addresses(&asn_bytes, ipv6_stride, &aliased(&asn_ipv4));
+    let random_ipv6 = Ipv6Addresses(Addresses(0x5eed_beef)).take(random);
+    for (addresses, what) in [
+        (city_ipv6, "City IPv6 boundaries"),
+        (asn_ipv6, "ASN IPv6 boundaries"),
+        (random_ipv6.collect(), "random IPv6 addresses"),
+    ] {
+        let agreed = assert_agree_on(&geo, addresses, what);
+        let _ = writeln!(std::io::stderr(), "{what}: {agreed:?}");
+    }
+    let subnets = assert_agree_on(&geo, ipv6_subnets(&asn_bytes), "IPv6 /56s");
+    let _ = writeln!(std::io::stderr(), "IPv6 /56s: {subnets:?}");
+    // Nearly all clients' /56s lie in networks of a /64 or wider.
+    assert!(
+        subnets.from_tables * 10 >= subnets.checked * 9,
+        "IPv6 /56s: {subnets:?}"
     );
-    assert_agree(
-        &geo,
-        boundaries(&asn_bytes, strides.1),
-        random,
-        "ASN boundaries",
-    );
+}
+
+/// The first and the last /56 of every IPv6 network (with data) in `2000::/3`
+/// of `database`.
+fn ipv6_subnets(database: &[u8]) -> Vec<IpAddr> {
+    let reader = Reader::from_source(database).expect("database");
+    let global: IpNetwork = "2000::/3".parse().expect("network");
+    let mut subnets = Vec::new();
+    for result in reader
+        .within(global, WithinOptions::default())
+        .expect("IPv6 networks")
+    {
+        if let IpNetwork::V6(network) = result.expect("network").network().expect("network") {
+            let cut = |addr: Ipv6Addr| Ipv6Addr::from(u128::from(addr) & !(u128::MAX >> 56));
+            subnets.extend([network.network(), network.broadcast()].map(|a| IpAddr::V6(cut(a))));
+        }
+    }
+    subnets
 }

@@ -5,14 +5,17 @@
 //! found or not: the ECS scope of an answer is built from these prefixes, since
 //! every address inside that network gets the same record and so the same answer.
 //!
-//! Each database's IPv4 part is compiled into a [`table::Ipv4Table`] when it is
-//! opened (off the answer path: reloads open databases on a blocking thread, and
-//! reuse them while the files are unchanged); IPv4 lookups read the table, IPv6
-//! lookups and the City record's fields still come from the tree.
+//! Each database is compiled into a [`table::Ipv4Table`] and a
+//! [`table6::Ipv6Table`] when it is opened (off the answer path: reloads open
+//! databases on a blocking thread, and reuse them while the files are unchanged).
+//! IPv4 lookups read the IPv4 table; IPv6 lookups read the IPv6 table, except in
+//! the /64s the tree splits further and in its IPv4 aliases, where they walk the
+//! tree; the City record's fields still come from the tree.
 
 pub mod build;
 pub mod subnet_cache;
 pub mod table;
+pub mod table6;
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -23,6 +26,7 @@ use maxminddb::{Reader, geoip2};
 use serde::Serialize;
 
 use table::Ipv4Table;
+use table6::Ipv6Table;
 
 /// A point on the globe, in degrees.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
@@ -227,13 +231,17 @@ impl GeoDb {
         self.lookup(ip, false)
     }
 
-    /// Whether every database loaded answers IPv4 lookups from its compiled
-    /// table, without a tree walk.
-    pub fn answers_ipv4_from_tables(&self) -> bool {
-        [&self.city, &self.asn]
-            .into_iter()
-            .flatten()
-            .all(|db| db.ipv4.is_some())
+    /// As [`GeoDb::locate_networks`], if every database loaded answers for `ip`
+    /// from its compiled tables, without a tree walk; `None` otherwise.
+    pub fn locate_networks_from_tables(&self, ip: IpAddr) -> Option<Location> {
+        let mut location = Location::default();
+        if let Some(city) = &self.city {
+            (location.city_record, location.city_prefix) = city.table_answer(ip)?;
+        }
+        if let Some(asn) = &self.asn {
+            (location.asn, location.asn_prefix) = asn.table_answer(ip)?;
+        }
+        Some(location)
     }
 
     /// Which databases these are: a number no other `GeoDb` of this process has.
@@ -242,7 +250,7 @@ impl GeoDb {
     }
 
     /// As [`GeoDb::locate_networks`], always by walking the trees: the reference
-    /// the compiled IPv4 tables are held to (tests, benchmarks).
+    /// the compiled tables are held to (tests, benchmarks).
     pub fn locate_networks_by_tree(&self, ip: IpAddr) -> Location {
         let mut location = Location::default();
         if let Some(city) = &self.city {
@@ -254,25 +262,27 @@ impl GeoDb {
         location
     }
 
-    /// Both lookups; the City record's fields only with `city_fields`. IPv4
-    /// addresses are answered from the tables, except for the City record's
-    /// fields, which only the record has.
+    /// Both lookups; the City record's fields only with `city_fields`. Answered
+    /// from the tables where they can, except for the City record's fields,
+    /// which only the record has.
     fn lookup(&self, ip: IpAddr, city_fields: bool) -> Location {
         let mut location = Location::default();
         if let Some(city) = &self.city {
-            match (ip, &city.ipv4) {
-                (IpAddr::V4(addr), Some(table)) if !city_fields => {
-                    (location.city_record, location.city_prefix) = table.get(addr);
-                }
-                _ => city.walk_city(ip, city_fields, &mut location),
+            // The fields need the record, which only the walk reaches.
+            let found = if city_fields {
+                None
+            } else {
+                city.table_answer(ip)
+            };
+            match found {
+                Some(found) => (location.city_record, location.city_prefix) = found,
+                None => city.walk_city(ip, city_fields, &mut location),
             }
         }
         if let Some(asn) = &self.asn {
-            match (ip, &asn.ipv4) {
-                (IpAddr::V4(addr), Some(table)) => {
-                    (location.asn, location.asn_prefix) = table.get(addr);
-                }
-                _ => asn.walk_asn(ip, &mut location),
+            match asn.table_answer(ip) {
+                Some(found) => (location.asn, location.asn_prefix) = found,
+                None => asn.walk_asn(ip, &mut location),
             }
         }
         location
@@ -311,31 +321,48 @@ impl GeoDb {
     }
 }
 
-/// One opened database and its IPv4 part compiled into a table, which answers
-/// IPv4 lookups in place of the tree walk.
+/// One opened database and its IPv4 and IPv6 parts compiled into tables, which
+/// answer lookups in place of the tree walk.
 struct Database {
     reader: Reader<Vec<u8>>,
     /// None if the tree could not be compiled (a damaged tree the walk may still
     /// read in part): then the walk answers, as it did before tables.
     ipv4: Option<Ipv4Table>,
+    /// None if the tree could not be compiled, or has no IPv6 part.
+    ipv6: Option<Ipv6Table>,
 }
 
 impl Database {
-    /// A City database and its table.
+    /// A City database and its tables.
     fn city(reader: Reader<Vec<u8>>, name: &Path) -> Self {
         let started = Instant::now();
         let ipv4 = Ipv4Table::city(&reader);
-        Self::with_table(reader, ipv4, name, started)
+        let mut db = Self::with_table(reader, ipv4, name, started);
+        let started = Instant::now();
+        db.ipv6 = ipv6_table(Ipv6Table::city(&db.reader), name, started);
+        db
     }
 
-    /// An ASN database and its table.
+    /// An ASN database and its tables.
     fn asn(reader: Reader<Vec<u8>>, name: &Path) -> Self {
         let started = Instant::now();
         let ipv4 = Ipv4Table::asn(&reader);
-        Self::with_table(reader, ipv4, name, started)
+        let mut db = Self::with_table(reader, ipv4, name, started);
+        let started = Instant::now();
+        db.ipv6 = ipv6_table(Ipv6Table::asn(&db.reader), name, started);
+        db
     }
 
-    /// Keeps the table, or says why there is none (lookups still work, slower).
+    /// The value and prefix length the tables give for `ip`, if they answer.
+    #[inline]
+    fn table_answer(&self, ip: IpAddr) -> Option<(Option<u32>, u8)> {
+        match ip {
+            IpAddr::V4(addr) => self.ipv4.as_ref().map(|table| table.get(addr)),
+            IpAddr::V6(addr) => self.ipv6.as_ref()?.get(addr),
+        }
+    }
+
+    /// Keeps the IPv4 table, or says why there is none (lookups still work, slower).
     fn with_table(
         reader: Reader<Vec<u8>>,
         ipv4: Result<Ipv4Table, table::TableError>,
@@ -362,7 +389,11 @@ impl Database {
                 None
             }
         };
-        Self { reader, ipv4 }
+        Self {
+            reader,
+            ipv4,
+            ipv6: None,
+        }
     }
 
     /// The City tree walk: the network's prefix and record offset, and the
@@ -425,6 +456,37 @@ struct CodeField<'a> {
 #[derive(serde::Deserialize, Default)]
 struct ContinentField<'a> {
     code: Option<&'a str>,
+}
+
+/// Keeps an IPv6 table, or says why there is none (IPv6 lookups then walk the tree).
+fn ipv6_table(
+    table: Result<Ipv6Table, table6::Ipv6TableError>,
+    name: &Path,
+    started: Instant,
+) -> Option<Ipv6Table> {
+    match table {
+        Ok(table) => {
+            tracing::info!(
+                database = %name.display(),
+                ranges = table.ranges(),
+                walked = table.walk_ranges(),
+                bytes = table.heap_bytes(),
+                took_ms = started.elapsed().as_millis() as u64,
+                "compiled the IPv6 networks into a table"
+            );
+            Some(table)
+        }
+        // An IPv4 database: its tree has no IPv6 addresses to answer for.
+        Err(table6::Ipv6TableError::NoIpv6Tree) => None,
+        Err(error) => {
+            tracing::warn!(
+                database = %name.display(),
+                %error,
+                "IPv6 lookups walk the tree: it could not be compiled into a table"
+            );
+            None
+        }
+    }
 }
 
 fn open_reader(path: &Path) -> Result<Reader<Vec<u8>>, GeoError> {

@@ -8,11 +8,13 @@
 //! This cache keeps the walks' result (City record offset, ASN, both network
 //! prefixes) per exact address looked up, so a repeat costs one probe.
 //!
-//! IPv4 clients skip the cache when both databases compiled their IPv4 tables
-//! ([`GeoDb::answers_ipv4_from_tables`]): a table lookup costs a few cache lines,
-//! about what a probe here costs, and with clients spread over the address space
-//! most probes missed anyway (40% hits on two million distinct /24s). The cache
-//! is kept for IPv6, which still walks the trees.
+//! Clients the compiled tables answer for skip the cache
+//! ([`GeoDb::locate_networks_from_tables`]): a table lookup costs a few cache
+//! lines, about what a probe here costs, and with clients spread over the address
+//! space most probes missed anyway (40% hits on two million distinct /24s). That
+//! is every IPv4 client, and every IPv6 client outside the /64s a tree splits
+//! into longer networks and outside its IPv4 aliases; the cache is kept for
+//! those, which still walk the trees.
 //!
 //! One cache per UDP worker thread: the answer path takes no lock and shares no
 //! cache line.
@@ -30,8 +32,9 @@ use std::net::IpAddr;
 use super::{GeoDb, Location};
 
 /// Memory for the caches of all UDP workers together: 4 MiB, 131,072 client
-/// subnets at 32 bytes each. IPv6 subnets only, next to the IPv4 tables' 25 MB;
-/// the whole process stays within twice the databases' size. Split evenly
+/// subnets at 32 bytes each. Only subnets the tables do not answer for, next to
+/// the tables' 25 MB for IPv4 and 9 MB for IPv6; the whole process stays within
+/// twice the databases' size. Split evenly
 /// between the workers, so the total stays the same whatever `dns.udp-threads` is.
 pub const BUDGET_BYTES: usize = 4 << 20;
 
@@ -52,8 +55,8 @@ pub fn enable_for_this_thread(workers: usize) {
 /// Locates `ip` as [`GeoDb::locate_networks`] does, through this thread's cache if
 /// it has one and the tables do not answer.
 pub fn locate_networks(geo: &GeoDb, ip: IpAddr) -> Location {
-    if ip.is_ipv4() && geo.answers_ipv4_from_tables() {
-        return geo.locate_networks(ip);
+    if let Some(location) = geo.locate_networks_from_tables(ip) {
+        return location;
     }
     CACHE.with(|cache| match cache.try_borrow_mut().as_deref_mut() {
         Ok(Some(cache)) => cache.locate(geo, ip),
