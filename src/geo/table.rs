@@ -66,39 +66,56 @@ pub struct Ipv4Table {
     /// The ranges' entries, [`PER_LINE`] to a line, ascending within a bucket.
     /// Every bucket's first range starts at 0: a leaf wider than a /16 is listed
     /// once in each bucket it covers.
-    lines: Box<[Line]>,
+    lines: Box<[Line<ENTRY_BYTES>]>,
     /// The low 16 bits of the first address of each line's first range.
     firsts: Box<[u16]>,
     /// How many ranges the lines hold (the last line may be partly unused).
     ranges: usize,
 }
 
-/// One cache line of entries: entry `i` is the low 7 bytes of the little-endian
-/// `u64` at byte `7 * i`.
+/// One cache line of entries of `BYTES` bytes each (at most 8): entry `i` is the
+/// low `BYTES` bytes of the little-endian `u64` at byte `BYTES * i`. Shared with
+/// the IPv6 table, whose entries are shorter.
 #[derive(Debug, Clone, Copy)]
 #[repr(C, align(64))]
-struct Line([u8; 64]);
+pub(super) struct Line<const BYTES: usize>([u8; 64]);
 
-impl Line {
-    const EMPTY: Self = Self([0; 64]);
+impl<const BYTES: usize> Line<BYTES> {
+    pub(super) const EMPTY: Self = Self([0; 64]);
+    const MASK: u64 = u64::MAX >> (64 - 8 * BYTES);
 
+    /// Entry `i`; its 8-byte read must end inside the line.
     #[inline]
-    fn entry(&self, i: usize) -> u64 {
-        let at = ENTRY_BYTES * i;
+    pub(super) fn entry(&self, i: usize) -> u64 {
+        let at = BYTES * i;
         let bytes: [u8; 8] = self.0[at..at + 8].try_into().unwrap_or_default();
-        u64::from_le_bytes(bytes) & ENTRY_MASK
+        u64::from_le_bytes(bytes) & Self::MASK
     }
 
-    fn set(&mut self, i: usize, entry: u64) {
-        let at = ENTRY_BYTES * i;
-        self.0[at..at + ENTRY_BYTES].copy_from_slice(&entry.to_le_bytes()[..ENTRY_BYTES]);
+    pub(super) fn set(&mut self, i: usize, entry: u64) {
+        let at = BYTES * i;
+        self.0[at..at + BYTES].copy_from_slice(&entry.to_le_bytes()[..BYTES]);
     }
+}
+
+/// A City record's table value: its offset, as
+/// [`GeoDb::locate_networks`](super::GeoDb::locate_networks) reports it.
+pub(super) fn city_value<S: AsRef<[u8]>>(result: &LookupResult<'_, S>) -> Option<u32> {
+    result.offset().map(|o| o as u32)
+}
+
+/// An ASN record's table value: the ASN, decoded as the walk decodes it.
+pub(super) fn asn_value<S: AsRef<[u8]>>(result: &LookupResult<'_, S>) -> Option<u32> {
+    result
+        .decode::<geoip2::Asn<'_>>()
+        .ok()
+        .flatten()
+        .and_then(|record| record.autonomous_system_number)
 }
 
 /// Bytes per entry, and entries per line (the last one's 8-byte read ends the line).
 const ENTRY_BYTES: usize = 7;
 const PER_LINE: usize = 9;
-const ENTRY_MASK: u64 = (1 << (8 * ENTRY_BYTES)) - 1;
 /// Where an entry's fields sit: the value in the low 32 bits, then the has-value
 /// bit, the prefix length and the range's low 16 start bits.
 const HAS_VALUE: u64 = 1 << 32;
@@ -118,18 +135,12 @@ impl Ipv4Table {
     /// A City database's table: the value is the record's offset, as
     /// [`GeoDb::locate_networks`](super::GeoDb::locate_networks) reports it.
     pub fn city<S: AsRef<[u8]>>(reader: &Reader<S>) -> Result<Self, TableError> {
-        Self::compile(reader, |result| result.offset().map(|o| o as u32))
+        Self::compile(reader, city_value)
     }
 
     /// An ASN database's table: the value is the ASN, decoded as the walk decodes it.
     pub fn asn<S: AsRef<[u8]>>(reader: &Reader<S>) -> Result<Self, TableError> {
-        Self::compile(reader, |result| {
-            result
-                .decode::<geoip2::Asn<'_>>()
-                .ok()
-                .flatten()
-                .and_then(|record| record.autonomous_system_number)
-        })
+        Self::compile(reader, asn_value)
     }
 
     /// Compiles the IPv4 part of `reader`'s tree; `value` gives a record's value
@@ -215,7 +226,7 @@ impl Ipv4Table {
 #[derive(Default)]
 struct Builder {
     buckets: Vec<u32>,
-    lines: Vec<Line>,
+    lines: Vec<Line<ENTRY_BYTES>>,
     firsts: Vec<u16>,
     ranges: usize,
     /// The value of each record seen, by data offset.

@@ -32,7 +32,9 @@ use std::collections::HashMap;
 use std::net::Ipv6Addr;
 
 use ipnetwork::{IpNetwork, Ipv6Network};
-use maxminddb::{LookupResult, MaxMindDbError, Reader, WithinOptions, geoip2};
+use maxminddb::{LookupResult, MaxMindDbError, Reader, WithinOptions};
+
+use super::table::{Line, asn_value, city_value};
 
 /// Why a database's IPv6 part could not be compiled; IPv6 lookups then walk its tree.
 #[derive(Debug, thiserror::Error)]
@@ -65,7 +67,7 @@ pub struct Ipv6Table {
     /// its first address; one more entry at the end, the last line.
     buckets: Box<[u32]>,
     /// The ranges' entries in address order, [`PER_LINE`] to a line.
-    lines: Box<[Line]>,
+    lines: Box<[Line<ENTRY_BYTES>]>,
     /// The top 64 bits of the first address of each line's first range.
     firsts: Box<[u64]>,
     /// How many ranges the lines hold (the last line may be partly unused).
@@ -74,33 +76,10 @@ pub struct Ipv6Table {
     walks: usize,
 }
 
-/// One cache line of entries: entry `i` is the low 5 bytes of the little-endian
-/// `u64` at byte `5 * i`.
-#[derive(Debug, Clone, Copy)]
-#[repr(C, align(64))]
-struct Line([u8; 64]);
-
-impl Line {
-    const EMPTY: Self = Self([0; 64]);
-
-    #[inline]
-    fn entry(&self, i: usize) -> u64 {
-        let at = ENTRY_BYTES * i;
-        let bytes: [u8; 8] = self.0[at..at + 8].try_into().unwrap_or_default();
-        u64::from_le_bytes(bytes) & ENTRY_MASK
-    }
-
-    fn set(&mut self, i: usize, entry: u64) {
-        let at = ENTRY_BYTES * i;
-        self.0[at..at + ENTRY_BYTES].copy_from_slice(&entry.to_le_bytes()[..ENTRY_BYTES]);
-    }
-}
-
 /// Bytes per entry, and entries per line (the last one's 8-byte read ends inside
 /// the line).
 const ENTRY_BYTES: usize = 5;
 const PER_LINE: usize = 12;
-const ENTRY_MASK: u64 = (1 << (8 * ENTRY_BYTES)) - 1;
 /// Where an entry's fields sit: the value in the low 32 bits, then the prefix
 /// length (0 to 64) and the has-value bit on top.
 const PREFIX_SHIFT: u32 = 32;
@@ -129,18 +108,12 @@ impl Ipv6Table {
     /// A City database's table: the value is the record's offset, as
     /// [`GeoDb::locate_networks`](super::GeoDb::locate_networks) reports it.
     pub fn city<S: AsRef<[u8]>>(reader: &Reader<S>) -> Result<Self, Ipv6TableError> {
-        Self::compile(reader, |result| result.offset().map(|o| o as u32))
+        Self::compile(reader, city_value)
     }
 
     /// An ASN database's table: the value is the ASN, decoded as the walk decodes it.
     pub fn asn<S: AsRef<[u8]>>(reader: &Reader<S>) -> Result<Self, Ipv6TableError> {
-        Self::compile(reader, |result| {
-            result
-                .decode::<geoip2::Asn<'_>>()
-                .ok()
-                .flatten()
-                .and_then(|record| record.autonomous_system_number)
-        })
+        Self::compile(reader, asn_value)
     }
 
     /// Compiles the IPv6 part of `reader`'s tree; `value` gives a record's value
@@ -233,7 +206,7 @@ impl Ipv6Table {
 /// Collects the leaves in address order.
 struct Builder {
     buckets: Vec<u32>,
-    lines: Vec<Line>,
+    lines: Vec<Line<ENTRY_BYTES>>,
     firsts: Vec<u64>,
     ranges: usize,
     walks: usize,
