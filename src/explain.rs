@@ -106,6 +106,9 @@ pub struct LocationView {
     pub isp: Option<String>,
     pub city_prefix: u8,
     pub asn_prefix: u8,
+    /// Prefix length of the block around the client in which every address has
+    /// its ISP (0 without ISPs): what an answer that read the ISP is scoped to.
+    pub isp_prefix: u8,
     #[serde(flatten)]
     pub names: Description,
 }
@@ -177,6 +180,7 @@ pub fn explain(snapshot: &Snapshot, query: &Query) -> Result<Explanation, Explai
         &config.ecs,
     );
     let location = snapshot.geo.locate(client.addr);
+    let isp = snapshot.router.client_isp(client.addr, &location);
     let live = snapshot.live.load();
     let decision = snapshot
         .router
@@ -184,7 +188,7 @@ pub fn explain(snapshot: &Snapshot, query: &Query) -> Result<Explanation, Explai
 
     let mut pops: Vec<PopView> = snapshot
         .router
-        .score_all(&location, domain, query.family)
+        .score_all(&location, isp.isp, domain, query.family)
         .into_iter()
         .map(|(id, terms, eligible)| {
             let pop = config.pop(id);
@@ -275,12 +279,10 @@ pub fn explain(snapshot: &Snapshot, query: &Query) -> Result<Explanation, Explai
             country: location.country,
             continent: location.continent,
             asn: location.asn,
-            isp: location
-                .asn
-                .and_then(|asn| snapshot.router.isp_of(asn))
-                .map(|i| config.isps[i.0 as usize].name.clone()),
+            isp: isp.isp.map(|i| config.isps[i.0 as usize].name.clone()),
             city_prefix: location.city_prefix,
             asn_prefix: location.asn_prefix,
+            isp_prefix: isp.prefix,
             names: snapshot.geo.describe(client.addr),
         },
         pops,
@@ -342,12 +344,13 @@ impl fmt::Display for Explanation {
         )?;
         writeln!(
             f,
-            "network:   {} {} isp {} (asn network {}, /{})",
+            "network:   {} {} isp {} (asn network {}, /{}; same isp across /{})",
             opt(l.asn.map(|a| format!("AS{a}"))),
             opt(l.names.organization.clone()),
             opt(l.isp.clone()),
             opt(l.names.asn_network.clone()),
-            l.asn_prefix
+            l.asn_prefix,
+            l.isp_prefix
         )?;
         writeln!(f)?;
         writeln!(

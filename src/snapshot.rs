@@ -135,7 +135,7 @@ impl Snapshot {
         if !problems.is_empty() {
             return Err(problems.into());
         }
-        let router = Router::new(&config);
+        let router = Router::new(&config, &geo);
         let live = ArcSwap::from_pointee(LiveView::all_static(config.pops.len()));
         Ok(Self {
             config,

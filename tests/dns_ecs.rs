@@ -62,7 +62,7 @@ async fn echo_of_family_source_and_address() {
 #[tokio::test]
 async fn scope_is_the_longest_database_network() {
     for path in PATHS {
-        // City 10.20.0.0/16, ASN 10.20.0.0/20: scope 20.
+        // City 10.20.0.0/16, isp-x's 10.20.0.0/20 (two ASes' /21s): scope 20.
         let (_, pops, scope) = routed(path, RecordType::A, v4("10.20.1.0"), 24).await;
         assert_eq!(scope, 20, "{path:?}");
         assert_eq!(pops, ["ams"], "{path:?}");

@@ -581,24 +581,84 @@ fn sample_text() -> String {
         .expect("read geodata/sample.yaml")
 }
 
-/// The ECS scope the sample promises a client subnet: the longer of the sample's City
-/// and ASN networks holding its address (the world configures ISPs, so both count),
-/// never more than the source prefix. Worked out from the source text, not from the
-/// databases Meridian reads.
+/// The ECS scope the sample promises a client subnet: the longer of the sample's
+/// City network holding its address and the block around it in which every
+/// address has its ISP (the world configures ISPs, so both count), never more
+/// than the source prefix. Worked out from the source text and the world's ISPs,
+/// not from the databases Meridian reads.
 fn sample_scope(subnet: &str) -> u8 {
     let client = net(subnet);
-    let longest = |networks: Vec<IpNet>, what: &str| {
+    let source = sample_source();
+    let city = source
+        .cities
+        .iter()
+        .filter(|c| c.network.contains(&client.addr()))
+        .map(|c| c.network.prefix_len())
+        .max()
+        .unwrap_or_else(|| panic!("{subnet}: no City network in geodata/sample.yaml"));
+    city.max(isp_block(client.addr())).min(client.prefix_len())
+}
+
+/// The prefix length of the widest block around `addr` in which every address
+/// has the ISP `addr` has, by the sample's ASN networks and the world's ISPs.
+/// IPv6 decisions read the ASN network itself: its prefix.
+fn isp_block(addr: IpAddr) -> u8 {
+    let networks = &sample_source().asns;
+    let holding = |at: IpAddr| {
         networks
             .iter()
-            .filter(|n| n.contains(&client.addr()))
-            .map(IpNet::prefix_len)
-            .max()
-            .unwrap_or_else(|| panic!("{subnet}: no {what} network in geodata/sample.yaml"))
+            .filter(|a| a.network.contains(&at))
+            .max_by_key(|a| a.network.prefix_len())
     };
-    let source = sample_source();
-    let city = longest(source.cities.iter().map(|c| c.network).collect(), "City");
-    let asn = longest(source.asns.iter().map(|a| a.network).collect(), "ASN");
-    city.max(asn).min(client.prefix_len())
+    let IpAddr::V4(v4) = addr else {
+        return holding(addr)
+            .map(|a| a.network.prefix_len())
+            .unwrap_or_else(|| panic!("{addr}: no ASN network in geodata/sample.yaml"));
+    };
+    let isps = world_isps();
+    let isp_at =
+        |at: u32| holding(IpAddr::V4(Ipv4Addr::from(at))).and_then(|a| isps.get(&a.asn).copied());
+    // The ISP can only change where a network starts or ends.
+    let mut edges: Vec<u32> = networks
+        .iter()
+        .filter_map(|a| match a.network {
+            IpNet::V4(n) => Some([
+                u32::from(n.network()),
+                u32::from(n.broadcast()).wrapping_add(1),
+            ]),
+            IpNet::V6(_) => None,
+        })
+        .flatten()
+        .collect();
+    edges.sort_unstable();
+    let own = isp_at(u32::from(v4));
+    (0..=32u8)
+        .find(|&prefix| {
+            let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
+            let (first, last) = (u32::from(v4) & mask, u32::from(v4) | !mask);
+            isp_at(first) == own
+                && edges
+                    .iter()
+                    .filter(|&&edge| edge > first && edge <= last)
+                    .all(|&edge| isp_at(edge) == own)
+        })
+        .unwrap_or(32)
+}
+
+/// The world's ISPs: each ASN named, and the index of the ISP it belongs to.
+fn world_isps() -> &'static std::collections::HashMap<u32, usize> {
+    static ISPS: OnceLock<std::collections::HashMap<u32, usize>> = OnceLock::new();
+    ISPS.get_or_init(|| {
+        let path = manifest_dir().join("examples/world/meridian.yaml");
+        let config = Config::load(&path, &Overlay::default())
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        config
+            .isps
+            .iter()
+            .enumerate()
+            .flat_map(|(i, isp)| isp.asns.iter().map(move |asn| (*asn, i)))
+            .collect()
+    })
 }
 
 /// Every City network of the sample with the POP its comment names (`... -> nrt`).

@@ -17,7 +17,7 @@ pub mod subnet_cache;
 pub mod table;
 pub mod table6;
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Instant;
@@ -231,17 +231,24 @@ impl GeoDb {
         self.lookup(ip, false)
     }
 
-    /// As [`GeoDb::locate_networks`], if every database loaded answers for `ip`
-    /// from its compiled tables, without a tree walk; `None` otherwise.
-    pub fn locate_networks_from_tables(&self, ip: IpAddr) -> Option<Location> {
+    /// As [`GeoDb::locate_networks`], if every database read answers for `ip`
+    /// from its compiled tables, without a tree walk; `None` otherwise. Without
+    /// `with_asn` the ASN database is not read: the ASN is `None` and its prefix 0.
+    pub fn locate_networks_from_tables(&self, ip: IpAddr, with_asn: bool) -> Option<Location> {
         let mut location = Location::default();
         if let Some(city) = &self.city {
             (location.city_record, location.city_prefix) = city.table_answer(ip)?;
         }
-        if let Some(asn) = &self.asn {
+        if with_asn && let Some(asn) = &self.asn {
             (location.asn, location.asn_prefix) = asn.table_answer(ip)?;
         }
         Some(location)
+    }
+
+    /// The ASN database's IPv4 ranges in address order, each as its first address
+    /// and ASN, if it is loaded and its IPv4 part compiled into a table.
+    pub fn asn_ipv4_ranges(&self) -> Option<impl Iterator<Item = (Ipv4Addr, Option<u32>)> + '_> {
+        Some(self.asn.as_ref()?.ipv4.as_ref()?.iter())
     }
 
     /// Which databases these are: a number no other `GeoDb` of this process has.

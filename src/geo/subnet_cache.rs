@@ -54,9 +54,10 @@ pub fn enable_for_this_thread(workers: usize) {
 }
 
 /// Locates `ip` as [`GeoDb::locate_networks`] does, through this thread's cache if
-/// it has one and the tables do not answer.
-pub fn locate_networks(geo: &GeoDb, ip: IpAddr) -> Location {
-    if let Some(location) = geo.locate_networks_from_tables(ip) {
+/// it has one and the tables do not answer. Without `with_asn`, the ASN may be
+/// left out (`None`, prefix 0), as [`GeoDb::locate_networks_from_tables`] does.
+pub fn locate_networks(geo: &GeoDb, ip: IpAddr, with_asn: bool) -> Location {
+    if let Some(location) = geo.locate_networks_from_tables(ip, with_asn) {
         return location;
     }
     CACHE.with(|cache| match cache.try_borrow_mut().as_deref_mut() {

@@ -211,6 +211,22 @@ impl Ipv4Table {
         (value, ((entry >> PREFIX_SHIFT) & PREFIX_MASK) as u8)
     }
 
+    /// Every range in address order, as its first address and its value; they
+    /// tile the IPv4 space. A leaf wider than a /16 comes once per /16 it covers.
+    pub fn iter(&self) -> impl Iterator<Item = (Ipv4Addr, Option<u32>)> + '_ {
+        self.buckets
+            .windows(2)
+            .enumerate()
+            .flat_map(move |(bucket, bounds)| {
+                (bounds[0] as usize..bounds[1] as usize).map(move |i| {
+                    let entry = self.lines[i / PER_LINE].entry(i % PER_LINE);
+                    let start = (bucket as u32) << 16 | (entry >> START_SHIFT) as u32;
+                    let value = (entry & HAS_VALUE != 0).then_some(entry as u32);
+                    (Ipv4Addr::from(start), value)
+                })
+            })
+    }
+
     /// How many ranges the table holds (a leaf wider than a /16 counts once per /16).
     pub fn ranges(&self) -> usize {
         self.ranges
@@ -388,6 +404,31 @@ mod tests {
         // 128/1 spans 2^15 buckets, 128/8 256 of them, 192/2 2^14.
         assert_eq!(table.buckets.len(), (1 << 16) + 1);
         assert!(table.ranges() > (1 << 15) + (1 << 14));
+
+        // Iterated, the ranges come in order, once per /16 they cover, each
+        // starting where the lookup says its leaf does.
+        let ranges: Vec<_> = table.iter().collect();
+        assert_eq!(ranges.len(), table.ranges());
+        assert!(ranges.windows(2).all(|w| w[0].0 < w[1].0));
+        assert_eq!(ranges[0], (Ipv4Addr::new(0, 0, 0, 0), None));
+        assert_eq!(ranges[1], (Ipv4Addr::new(0, 1, 0, 0), None));
+        let at = |text: &str| {
+            ranges
+                .iter()
+                .find(|r| r.0 == text.parse::<Ipv4Addr>().unwrap())
+        };
+        assert_eq!(
+            at("128.255.0.0"),
+            Some(&(Ipv4Addr::new(128, 255, 0, 0), Some(7)))
+        );
+        assert_eq!(
+            at("129.1.0.2"),
+            Some(&(Ipv4Addr::new(129, 1, 0, 2), Some(9)))
+        );
+        assert_eq!(at("129.1.0.3"), None);
+        for (start, value) in &ranges {
+            assert_eq!(table.get(*start).0, *value, "{start}");
+        }
     }
 
     /// Buckets of many ranges, starting anywhere within a line, find the range on

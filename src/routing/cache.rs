@@ -328,8 +328,8 @@ mod tests {
     fn cached_and_uncached_decisions_agree() {
         let mut draw = Draw(7);
         let config = world(&mut draw);
-        let router = Router::new(&config);
         let geo = geodata(&mut draw);
+        let router = Router::new(&config, &geo);
         // Small, so that entries are evicted and recomputed along the way.
         let cache = RankingCache::new(64);
         let mut scored = 0;

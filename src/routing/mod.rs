@@ -20,6 +20,7 @@
 
 pub mod cache;
 pub mod distance;
+pub mod isp_ranges;
 
 use rustc_hash::FxHashMap;
 use std::net::IpAddr;
@@ -35,6 +36,7 @@ use crate::geo::{Code, GeoDb, Location, subnet_cache};
 use crate::health::LiveView;
 use cache::{Key, Ranking, RankingCache};
 use distance::Point;
+use isp_ranges::IspRanges;
 
 /// Address family of the records asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -90,6 +92,17 @@ impl Client {
             ecs: true,
         }
     }
+}
+
+/// The client's ISP as a decision reads it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ClientIsp {
+    /// The configured ISP the client's address belongs to, if any.
+    pub isp: Option<IspId>,
+    /// The prefix length of a block around the client in which every address
+    /// has this same ISP (0 when no ISP is configured): the ECS scope an answer
+    /// that read the ISP needs at least.
+    pub prefix: u8,
 }
 
 /// Why the chosen POPs were chosen.
@@ -205,6 +218,10 @@ pub struct Router {
     /// Probed on every decision: hashed with Fx, not SipHash (the keys come from
     /// the config, so no client can fill a chain).
     asn_isp: FxHashMap<u32, IspId>,
+    /// The ISP of every IPv4 address, compiled from the ASN database and
+    /// `asn_isp`: one lookup in a few cached lines where the ASN table is 5 MB.
+    /// None without ISPs, or without an ASN database compiled into a table.
+    isp_ranges: Option<IspRanges>,
     weights: Weights,
     /// Longest prefix first, so the first containing network is the most specific.
     networks: Vec<NetworkOverride>,
@@ -217,8 +234,9 @@ pub struct Router {
 }
 
 impl Router {
-    /// Prepares the config's POPs, ISPs and overrides for deciding.
-    pub fn new(config: &Config) -> Self {
+    /// Prepares the config's POPs, ISPs and overrides for deciding, with the
+    /// ISPs' IPv4 ranges in `geo`'s ASN database.
+    pub fn new(config: &Config, geo: &GeoDb) -> Self {
         let pops = config
             .pops
             .iter()
@@ -236,7 +254,13 @@ impl Router {
             .iter()
             .enumerate()
             .flat_map(|(i, isp)| isp.asns.iter().map(move |asn| (*asn, IspId(i as u16))))
-            .collect();
+            .collect::<FxHashMap<_, _>>();
+        let isp_ranges = match geo.asn_ipv4_ranges() {
+            Some(ranges) if !asn_isp.is_empty() => {
+                Some(IspRanges::new(ranges, |asn| asn_isp.get(&asn).copied()))
+            }
+            _ => None,
+        };
         let mut networks = config.overrides.networks.clone();
         networks.sort_by_key(|n| std::cmp::Reverse(n.network.prefix()));
         let mut country_pops: FxHashMap<Code, Vec<PopId>> = FxHashMap::default();
@@ -253,6 +277,7 @@ impl Router {
         Self {
             pops,
             asn_isp,
+            isp_ranges,
             weights: config.scoring,
             networks,
             countries: fx_map(&config.overrides.countries),
@@ -277,6 +302,30 @@ impl Router {
         self.decide_at(&location, domain, family, client, live)
     }
 
+    /// The client's ISP as decisions read it, and the prefix length inside which
+    /// every address has the same: from the ISPs' IPv4 ranges if compiled, else
+    /// from the ASN `location` holds. No ISP and prefix 0 when no ISP is
+    /// configured, whatever the ASN: then no decision depends on it.
+    pub fn client_isp(&self, addr: IpAddr, location: &Location) -> ClientIsp {
+        if self.asn_isp.is_empty() {
+            return ClientIsp::default();
+        }
+        let (isp, prefix) = match (addr, &self.isp_ranges) {
+            (IpAddr::V4(addr), Some(ranges)) => ranges.get(addr),
+            _ => (
+                location.asn.and_then(|asn| self.asn_isp.get(&asn).copied()),
+                location.asn_prefix,
+            ),
+        };
+        ClientIsp { isp, prefix }
+    }
+
+    /// Whether [`Router::client_isp`] reads the ASN of `addr`'s location.
+    fn reads_asn(&self, addr: IpAddr) -> bool {
+        let from_ranges = addr.is_ipv4() && self.isp_ranges.is_some();
+        !self.asn_isp.is_empty() && !from_ranges
+    }
+
     /// Decides as [`Router::decide`] does, the same decision, with the ranking of
     /// POPs eligible by config taken from `cache` (and computed into it on a miss):
     /// the cost no longer grows with the number of POPs, and a hit skips decoding
@@ -290,23 +339,24 @@ impl Router {
         client: &Client,
         live: &LiveView,
     ) -> Decision {
-        let mut location = subnet_cache::locate_networks(geo, client.addr);
+        let mut location =
+            subnet_cache::locate_networks(geo, client.addr, self.reads_asn(client.addr));
+        let isp = self.client_isp(client.addr, &location);
         let Some(city_record) = location.city_record else {
             // Not in the City database: no fields to decode, overrides or the
             // fallback decide.
-            return self.decide_with(&location, None, domain, family, client, live);
+            return self.decide_with(&location, isp, None, domain, family, client, live);
         };
-        let client_isp = location.asn.and_then(|asn| self.asn_isp.get(&asn).copied());
-        let key = Key::new(city_record, client_isp, domain.coverage, family);
+        let key = Key::new(city_record, isp.isp, domain.coverage, family);
         let ranking = cache.get(&key).unwrap_or_else(|| {
-            let ranking = self.ranking(&geo.locate(client.addr), client_isp, domain, family);
+            let ranking = self.ranking(&geo.locate(client.addr), isp.isp, domain, family);
             cache.insert(key, ranking);
             ranking
         });
         location.coordinates = ranking.coordinates;
         location.country = ranking.country;
         location.continent = ranking.continent;
-        self.decide_with(&location, Some(&ranking), domain, family, client, live)
+        self.decide_with(&location, isp, Some(&ranking), domain, family, client, live)
     }
 
     /// The ranking of POPs eligible by config for a located client, to cache.
@@ -346,13 +396,16 @@ impl Router {
         client: &Client,
         live: &LiveView,
     ) -> Decision {
-        self.decide_with(location, None, domain, family, client, live)
+        let isp = self.client_isp(client.addr, location);
+        self.decide_with(location, isp, None, domain, family, client, live)
     }
 
     /// Decides for a located client, with the scored order from the cache if given.
+    #[allow(clippy::too_many_arguments)]
     fn decide_with(
         &self,
         location: &Location,
+        isp: ClientIsp,
         cached: Option<&Ranking>,
         domain: &Domain,
         family: Family,
@@ -361,16 +414,18 @@ impl Router {
     ) -> Decision {
         // With every POP usable, health filters nothing: skip it.
         let health = (!live.all_usable()).then_some(live);
-        let (mut ranked, mut basis) = self.rank(location, cached, domain, family, client, health);
+        let (mut ranked, mut basis) =
+            self.rank(location, isp.isp, cached, domain, family, client, health);
         let mut fail_open = false;
         if ranked[0].is_none() && health.is_some() {
-            let (open, open_basis) = self.rank(location, cached, domain, family, client, None);
+            let (open, open_basis) =
+                self.rank(location, isp.isp, cached, domain, family, client, None);
             if open[0].is_some() {
                 (ranked, basis, fail_open) = (open, open_basis, true);
             }
         }
         let mut scope = if client.ecs {
-            self.scope(client, location, basis)
+            self.scope(client, location, isp, basis)
         } else {
             0
         };
@@ -431,16 +486,17 @@ impl Router {
 
     /// The three best POPs for a located client and why; with `health`, only
     /// POPs it finds usable.
+    #[allow(clippy::too_many_arguments)]
     fn rank(
         &self,
         location: &Location,
+        client_isp: Option<IspId>,
         cached: Option<&Ranking>,
         domain: &Domain,
         family: Family,
         client: &Client,
         health: Option<&LiveView>,
     ) -> (Ranked, Basis) {
-        let client_isp = location.asn.and_then(|asn| self.asn_isp.get(&asn).copied());
         let eligible = |id: PopId| {
             self.eligible(id, domain.coverage, family) && health.is_none_or(|l| l.usable(id))
         };
@@ -475,10 +531,10 @@ impl Router {
     pub fn score_all(
         &self,
         location: &Location,
+        client_isp: Option<IspId>,
         domain: &Domain,
         family: Family,
     ) -> Vec<(PopId, Option<Terms>, bool)> {
-        let client_isp = location.asn.and_then(|asn| self.asn_isp.get(&asn).copied());
         let point = location.coordinates.map(Point::new).or(self.fallback_point);
         (0..self.pops.len())
             .map(|i| {
@@ -585,15 +641,11 @@ impl Router {
     /// gets this same decision: the longest of the database networks the decision
     /// read and of the override networks it had to stay clear of, never longer than
     /// the prefix the client gave.
-    fn scope(&self, client: &Client, location: &Location, basis: Basis) -> u8 {
-        let isp_matters = !self.asn_isp.is_empty();
+    fn scope(&self, client: &Client, location: &Location, isp: ClientIsp, basis: Basis) -> u8 {
         let read = match basis {
             Basis::NetworkOverride { network } => network.prefix(),
             Basis::CountryOverride { .. } | Basis::ContinentOverride { .. } => location.city_prefix,
-            Basis::Score | Basis::Fallback => {
-                let asn = if isp_matters { location.asn_prefix } else { 0 };
-                location.city_prefix.max(asn)
-            }
+            Basis::Score | Basis::Fallback => location.city_prefix.max(isp.prefix),
         };
         // A shorter scope would take in part of an override network that does not
         // hold the client, where the answer differs: stop one bit past where the
@@ -767,7 +819,7 @@ overrides:
         fn parse(text: &str) -> Self {
             let config = Config::parse(text, Path::new("routing-test.yaml"))
                 .unwrap_or_else(|e| panic!("test config is invalid:\n{e}"));
-            let router = Router::new(&config);
+            let router = Router::new(&config, &GeoDb::default());
             Self { config, router }
         }
 
@@ -1000,6 +1052,7 @@ overrides:
         );
         let scores = world.router.score_all(
             &on(TELECOM, london()),
+            world.router.isp_of(TELECOM),
             world.domain("www.example.com"),
             Family::V4,
         );
@@ -1026,6 +1079,7 @@ overrides:
         );
         let scores = world.router.score_all(
             &on(MOBILE, shanghai()),
+            world.router.isp_of(MOBILE),
             world.domain("www.example.com"),
             Family::V4,
         );

@@ -127,8 +127,8 @@ pub struct CitySpec {
     pub longitude: f64,
 }
 
-/// City networks. 10.20/16 is Frankfurt while the ASN database knows 10.20.0/20 as
-/// isp-x: the two prefixes differ on purpose, so scopes show which one counted.
+/// City networks. 10.20/16 is Frankfurt while 10.20.0/20 is isp-x: the two
+/// prefixes differ on purpose, so scopes show which one counted.
 pub const CITIES: [CitySpec; 5] = [
     CitySpec {
         network: "10.10.0.0/16",
@@ -172,9 +172,12 @@ pub const CITIES: [CitySpec; 5] = [
     },
 ];
 
-/// Networks of the tiny ASN database: (network, ASN, organisation).
-pub const ASNS: [(&str, u32, &str); 2] = [
-    ("10.20.0.0/20", 64500, "ISP X"),
+/// Networks of the tiny ASN database: (network, ASN, organisation). isp-x's
+/// 10.20.0/20 is two /21s of two of its ASes: an answer that read the ISP holds
+/// for the whole /20, and its scope says so.
+pub const ASNS: [(&str, u32, &str); 3] = [
+    ("10.20.0.0/21", 64500, "ISP X"),
+    ("10.20.8.0/21", 64502, "ISP X"),
     ("10.10.0.0/16", 64501, "ISP Y"),
 ];
 
@@ -236,7 +239,7 @@ ecs:
 unknown-location:
   pops: [iad, fra]
 isps:
-  isp-x: [64500]
+  isp-x: [64500, 64502]
   isp-y: [64501]
 pops:
 "
