@@ -34,7 +34,7 @@ use std::net::Ipv6Addr;
 use ipnetwork::{IpNetwork, Ipv6Network};
 use maxminddb::{LookupResult, MaxMindDbError, Reader, WithinOptions};
 
-use super::table::{Line, asn_value, city_value};
+use super::table::{Line, asn_value, boxed_on_huge_pages, city_value};
 
 /// Why a database's IPv6 part could not be compiled; IPv6 lookups then walk its tree.
 #[derive(Debug, thiserror::Error)]
@@ -336,7 +336,7 @@ impl Builder {
         self.buckets.push(self.lines.len().saturating_sub(1) as u32);
         Ok(Ipv6Table {
             buckets: self.buckets.into_boxed_slice(),
-            lines: self.lines.into_boxed_slice(),
+            lines: boxed_on_huge_pages(self.lines),
             firsts: self.firsts.into_boxed_slice(),
             ranges: self.ranges,
             walks: self.walks,
