@@ -74,6 +74,22 @@ async fn scope_is_the_longest_database_network() {
 }
 
 #[tokio::test]
+async fn ipv6_scope_is_the_isp_block() {
+    for path in PATHS {
+        // City 2001:db8:cc00::/40 (Frankfurt), isp-x's 2001:db8:cc00::/44 (two
+        // ASes' /45s): scope 44, on isp-x's POP.
+        let (_, pops, scope) = routed(path, RecordType::AAAA, v6("2001:db8:cc08:100::"), 56).await;
+        assert_eq!(scope, 44, "{path:?}");
+        assert_eq!(pops, ["ams"], "{path:?}");
+        // isp-x's 2001:db8:cc10::/96 splits its /64: the ISP is read from the
+        // ASN network, whose /96 the source /56 caps.
+        let (_, pops, scope) = routed(path, RecordType::AAAA, v6("2001:db8:cc10::"), 56).await;
+        assert_eq!(scope, 56, "{path:?}");
+        assert_eq!(pops, ["ams"], "{path:?}");
+    }
+}
+
+#[tokio::test]
 async fn scope_never_exceeds_the_source_prefix() {
     for path in PATHS {
         // City network 10.30.1.0/24, client gives /16 and /20: the scope is theirs.

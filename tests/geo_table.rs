@@ -15,6 +15,11 @@
 //! `../shared/geodata/` when that directory exists, with the /56s of the ASN
 //! database's IPv6 networks, as resolvers send IPv6 clients. IPv6 addresses
 //! include each IPv4 boundary's places in `::/96` and in the aliases.
+//!
+//! The ISP ranges compiled from the tables (for `examples/world`'s ISPs) name,
+//! on the same real addresses, the ISP of the ASN the walk finds, with a block
+//! around the address at least as wide as the ASN network; and so does the
+//! router, which falls back to the ASN where the IPv6 ranges do not know.
 
 use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -24,7 +29,10 @@ use std::time::SystemTime;
 use ipnet::IpNet;
 use ipnetwork::IpNetwork;
 use maxminddb::{Reader, WithinOptions};
+use meridian::config::{Config, IspId, Overlay};
 use meridian::geo::GeoDb;
+use meridian::routing::Router;
+use meridian::routing::isp_ranges::{Ipv4IspRanges, Ipv6IspRanges};
 use mmdb_writer::{IpVersion, Ipv4Aliasing, RecordSize, ReservedNetworks, Value, Writer};
 
 /// A deterministic stream of addresses (xorshift64).
@@ -425,6 +433,117 @@ fn check_files(city: &Path, asn: &Path, random: usize, strides: (usize, usize)) 
         subnets.from_tables * 10 >= subnets.checked * 9,
         "IPv6 /56s: {subnets:?}"
     );
+}
+
+/// The ISP ranges of `examples/world`'s ISPs against the real ASN database's
+/// walk: the /56s of its IPv6 networks, and around one IPv4 leaf in
+/// [`REAL_ASN_STRIDE`].
+#[test]
+fn isp_ranges_agree_with_the_walk_on_the_real_geodata() {
+    let asn = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/geodata/ASN.mmdb");
+    if !asn.is_file() {
+        let _ = writeln!(
+            std::io::stderr(),
+            "isp_ranges_agree_with_the_walk_on_the_real_geodata: skipped: {} not found",
+            asn.display()
+        );
+        return;
+    }
+    let world = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/world/meridian.yaml");
+    let config = Config::load(&world, &Overlay::default()).expect("examples/world config");
+    let geo = GeoDb::open(None, Some(&asn)).expect("ASN database");
+    let router = Router::new(&config, &geo);
+    let isps: std::collections::HashMap<u32, IspId> = config
+        .isps
+        .iter()
+        .enumerate()
+        .flat_map(|(i, isp)| isp.asns.iter().map(move |asn| (*asn, IspId(i as u16))))
+        .collect();
+    let isp_of = |asn: u32| isps.get(&asn).copied();
+    let ranges4 = Ipv4IspRanges::ipv4(geo.asn_ipv4_ranges().expect("IPv4 table"), isp_of);
+    let ranges6 = Ipv6IspRanges::new(geo.asn_ipv6_ranges().expect("IPv6 table"), isp_of);
+    for (what, len, bytes) in [
+        ("IPv4", ranges4.len(), ranges4.heap_bytes()),
+        ("IPv6", ranges6.len(), ranges6.heap_bytes()),
+    ] {
+        let _ = writeln!(
+            std::io::stderr(),
+            "{what} ISP ranges of examples/world: {len}, {bytes} heap bytes"
+        );
+    }
+    let bytes = std::fs::read(&asn).expect("ASN database");
+    let ipv4 = boundaries(&bytes, REAL_ASN_STRIDE)
+        .into_iter()
+        .map(IpAddr::V4);
+    let v4 = assert_isps_agree(&geo, &router, ipv4, isp_of, |addr| match addr {
+        IpAddr::V4(addr) => ranges4.get(addr),
+        IpAddr::V6(_) => unreachable!("IPv4 addresses only"),
+    });
+    let v6 = assert_isps_agree(
+        &geo,
+        &router,
+        ipv6_subnets(&bytes),
+        isp_of,
+        |addr| match addr {
+            IpAddr::V6(addr) => ranges6.get(addr),
+            IpAddr::V4(_) => unreachable!("IPv6 addresses only"),
+        },
+    );
+    let _ = writeln!(
+        std::io::stderr(),
+        "IPv4 boundaries: {v4:?}\nIPv6 /56s: {v6:?}"
+    );
+    // Every IPv4 ISP is known, nearly every IPv6 one; both sides have clients of
+    // the ISPs, and blocks wider than the ASN network.
+    assert_eq!(v4.known, v4.checked, "{v4:?}");
+    assert!(v6.known * 100 >= v6.checked * 99, "{v6:?}");
+    for counts in [v4, v6] {
+        assert!(counts.of_an_isp > 100 && counts.widened > 100, "{counts:?}");
+    }
+}
+
+/// What [`assert_isps_agree`] checked.
+#[derive(Debug, Clone, Copy, Default)]
+struct IspsAgreed {
+    checked: usize,
+    /// Answered by the ranges.
+    known: usize,
+    /// Of those, in a configured ISP.
+    of_an_isp: usize,
+    /// Of those, in a block wider than the ASN network.
+    widened: usize,
+}
+
+/// Asserts, for each of `addresses`, that `ranges` (where they know it) give the
+/// ISP of the ASN the walk finds, in a block holding the ASN network, and that
+/// the router's ISP is that ISP, read from the walk's location.
+fn assert_isps_agree(
+    geo: &GeoDb,
+    router: &Router,
+    addresses: impl IntoIterator<Item = IpAddr>,
+    isp_of: impl Fn(u32) -> Option<IspId>,
+    ranges: impl Fn(IpAddr) -> Option<(Option<IspId>, u8)>,
+) -> IspsAgreed {
+    let mut counts = IspsAgreed::default();
+    for addr in addresses {
+        let walked = geo.locate_networks_by_tree(addr);
+        let isp = walked.asn.and_then(&isp_of);
+        counts.checked += 1;
+        assert_eq!(router.client_isp(addr, &walked).isp, isp, "{addr}");
+        let Some((found, prefix)) = ranges(addr) else {
+            continue;
+        };
+        counts.known += 1;
+        assert_eq!(found, isp, "{addr}");
+        assert!(
+            prefix <= walked.asn_prefix,
+            "{addr}: /{prefix} inside the ASN network /{}",
+            walked.asn_prefix
+        );
+        counts.of_an_isp += usize::from(isp.is_some());
+        counts.widened += usize::from(prefix < walked.asn_prefix);
+    }
+    counts
 }
 
 /// The first and the last /56 of every IPv6 network (with data) in `2000::/3`

@@ -14,7 +14,7 @@ mod common;
 
 use std::collections::BTreeSet;
 use std::io::Write;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
@@ -601,7 +601,10 @@ fn sample_scope(subnet: &str) -> u8 {
 
 /// The prefix length of the widest block around `addr` in which every address
 /// has the ISP `addr` has, by the sample's ASN networks and the world's ISPs.
-/// IPv6 decisions read the ASN network itself: its prefix.
+/// IPv6 blocks are of whole /64s, by an address's top 64 bits; in the /64s a
+/// longer network splits and in the IPv4 aliases the ASN database maps to its
+/// IPv4 tree (`::/64` holds `::/96` and `::ffff:0:0/96`), the ISP is read from
+/// the ASN network, and the block is that network.
 fn isp_block(addr: IpAddr) -> u8 {
     let networks = &sample_source().asns;
     let holding = |at: IpAddr| {
@@ -610,39 +613,65 @@ fn isp_block(addr: IpAddr) -> u8 {
             .filter(|a| a.network.contains(&at))
             .max_by_key(|a| a.network.prefix_len())
     };
-    let IpAddr::V4(v4) = addr else {
+    // An address's key and back, and the keys' width.
+    let bits = if addr.is_ipv6() { 64 } else { 32 };
+    let key_of = |a: IpAddr| match a {
+        IpAddr::V4(a) => u128::from(u32::from(a)),
+        IpAddr::V6(a) => u128::from(a) >> 64,
+    };
+    let addr_of = |key: u128| match addr {
+        IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::from(key as u32)),
+        IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::from(key << 64)),
+    };
+    let family: Vec<IpNet> = networks
+        .iter()
+        .map(|a| a.network)
+        .filter(|n| n.addr().is_ipv4() == addr.is_ipv4())
+        .collect();
+    let unknown: Vec<IpNet> = match addr {
+        IpAddr::V4(_) => Vec::new(),
+        IpAddr::V6(_) => ["::/64", "2001::/32", "2002::/16"]
+            .map(net)
+            .into_iter()
+            .chain(
+                family
+                    .iter()
+                    .filter(|n| n.prefix_len() > 64)
+                    .map(|n| IpNet::new(n.addr(), 64).expect("/64").trunc()),
+            )
+            .collect(),
+    };
+    let is_unknown = |key: u128| unknown.iter().any(|n| n.contains(&addr_of(key)));
+    if is_unknown(key_of(addr)) {
         return holding(addr)
             .map(|a| a.network.prefix_len())
             .unwrap_or_else(|| panic!("{addr}: no ASN network in geodata/sample.yaml"));
-    };
+    }
     let isps = world_isps();
-    let isp_at =
-        |at: u32| holding(IpAddr::V4(Ipv4Addr::from(at))).and_then(|a| isps.get(&a.asn).copied());
-    // The ISP can only change where a network starts or ends.
-    let mut edges: Vec<u32> = networks
+    let state_at = |key: u128| {
+        (!is_unknown(key)).then(|| holding(addr_of(key)).and_then(|a| isps.get(&a.asn).copied()))
+    };
+    // The ISP can only change where a network or an unknown range starts or ends.
+    let mut edges: Vec<u128> = family
         .iter()
-        .filter_map(|a| match a.network {
-            IpNet::V4(n) => Some([
-                u32::from(n.network()),
-                u32::from(n.broadcast()).wrapping_add(1),
-            ]),
-            IpNet::V6(_) => None,
-        })
-        .flatten()
+        .chain(&unknown)
+        .flat_map(|n| [key_of(n.network()), key_of(n.broadcast()) + 1])
         .collect();
     edges.sort_unstable();
-    let own = isp_at(u32::from(v4));
-    (0..=32u8)
+    let key = key_of(addr);
+    let own = state_at(key);
+    let every = u128::MAX >> (128 - bits);
+    (0..=bits)
         .find(|&prefix| {
-            let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
-            let (first, last) = (u32::from(v4) & mask, u32::from(v4) | !mask);
-            isp_at(first) == own
+            let mask = every.checked_shl(bits - prefix).unwrap_or(0) & every;
+            let (first, last) = (key & mask, key | (!mask & every));
+            state_at(first) == own
                 && edges
                     .iter()
                     .filter(|&&edge| edge > first && edge <= last)
-                    .all(|&edge| isp_at(edge) == own)
+                    .all(|&edge| state_at(edge) == own)
         })
-        .unwrap_or(32)
+        .unwrap_or(bits) as u8
 }
 
 /// The world's ISPs: each ASN named, and the index of the ISP it belongs to.

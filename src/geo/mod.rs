@@ -251,6 +251,14 @@ impl GeoDb {
         Some(self.asn.as_ref()?.ipv4.as_ref()?.iter())
     }
 
+    /// The ASN database's IPv6 ranges in address order, if it is loaded and its
+    /// IPv6 part compiled into a table: each as the top 64 bits of its first
+    /// address and its ASN (if it has one), or `None` for a range the table
+    /// leaves to the tree walk (a split /64, an IPv4 alias).
+    pub fn asn_ipv6_ranges(&self) -> Option<impl Iterator<Item = (u64, Option<Option<u32>>)> + '_> {
+        Some(self.asn.as_ref()?.ipv6.as_ref()?.iter())
+    }
+
     /// Which databases these are: a number no other `GeoDb` of this process has.
     pub fn generation(&self) -> u32 {
         self.generation

@@ -118,6 +118,17 @@ fn block_size(prefix: u64) -> u64 {
         .wrapping_add(1)
 }
 
+/// What an entry answers: its value (if its leaf has one) and prefix length, or
+/// `None` for a range marked "walk the tree".
+#[inline]
+fn answer(entry: u64) -> Option<(Option<u32>, u8)> {
+    if entry & HAS_VALUE == 0 && entry & u64::from(u32::MAX) == WALK {
+        return None;
+    }
+    let value = (entry & HAS_VALUE != 0).then_some(entry as u32);
+    Some((value, ((entry >> PREFIX_SHIFT) & PREFIX_MASK) as u8))
+}
+
 impl Ipv6Table {
     /// A City database's table: the value is the record's offset, as
     /// [`GeoDb::locate_networks`](super::GeoDb::locate_networks) reports it.
@@ -205,11 +216,29 @@ impl Ipv6Table {
             }
             start = start.wrapping_add(block_size((next >> PREFIX_SHIFT) & PREFIX_MASK));
         }
-        if entry & HAS_VALUE == 0 && entry & u64::from(u32::MAX) == WALK {
-            return None;
-        }
-        let value = (entry & HAS_VALUE != 0).then_some(entry as u32);
-        Some((value, ((entry >> PREFIX_SHIFT) & PREFIX_MASK) as u8))
+        answer(entry)
+    }
+
+    /// Every range in address order, as the top 64 bits of its first address and
+    /// its value as [`Ipv6Table::get`] gives it: `None` for a range marked "walk
+    /// the tree" (whose leaves the table does not know), else the leaf's value if
+    /// it has one. They tile the 64-bit key space; a run of walked /64s comes as
+    /// a few aligned blocks.
+    pub fn iter(&self) -> impl Iterator<Item = (u64, Option<Option<u32>>)> + '_ {
+        self.lines
+            .iter()
+            .enumerate()
+            .flat_map(move |(line, entries)| {
+                let count = (self.ranges - line * PER_LINE).min(PER_LINE);
+                let first = self.firsts[line / GROUP].0[line % GROUP];
+                // Each range starts where the one before it on the line ends.
+                (0..count).scan(first, move |start, i| {
+                    let entry = entries.entry(i);
+                    let key = *start;
+                    *start = start.wrapping_add(block_size((entry >> PREFIX_SHIFT) & PREFIX_MASK));
+                    Some((key, answer(entry).map(|(value, _)| value)))
+                })
+            })
     }
 
     /// How many ranges the table holds, "walk the tree" markers included.
@@ -510,6 +539,44 @@ mod tests {
                         Ipv6Addr::from(addr)
                     );
                 }
+                assert_iter_tiles(&table, &leaves);
+            }
+        }
+    }
+
+    /// The iteration gives every range once, in order, each starting where the one
+    /// before it ends and answering at its first and last /64 as the lookup does.
+    fn assert_iter_tiles(table: &Ipv6Table, leaves: &[Leaf]) {
+        let ranges: Vec<(u64, Option<Option<u32>>)> = table.iter().collect();
+        assert_eq!(ranges.len(), table.ranges());
+        assert_eq!(ranges.first().map(|r| r.0), Some(0));
+        let walks = ranges.iter().filter(|(_, value)| value.is_none()).count();
+        assert_eq!(walks, table.walk_ranges());
+        for (i, &(key, value)) in ranges.iter().enumerate() {
+            let end = ranges.get(i + 1).map(|next| u128::from(next.0) << 64);
+            let last = end.map_or(u128::MAX, |end| end - 1);
+            assert!(end.is_none_or(|end| end > u128::from(key) << 64), "{i}");
+            let first = u128::from(key) << 64;
+            for addr in [first, last] {
+                let found = expected(leaves, addr);
+                assert_eq!(
+                    found.map(|(value, _)| value),
+                    value,
+                    "{}",
+                    Ipv6Addr::from(addr)
+                );
+            }
+            // A range with an answer is one leaf, exactly.
+            if value.is_some() {
+                let (start, prefix, ..) =
+                    leaves[leaves.partition_point(|leaf| leaf.0 <= first) - 1];
+                let size = u128::MAX.checked_shr(u32::from(prefix)).unwrap_or(0);
+                assert_eq!(
+                    (start, start | size),
+                    (first, last),
+                    "{}",
+                    Ipv6Addr::from(first)
+                );
             }
         }
     }

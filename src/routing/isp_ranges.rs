@@ -1,50 +1,115 @@
-//! Which of the config's ISPs each IPv4 address belongs to, compiled per snapshot
-//! from the ASN database's IPv4 table and the config's ISPs.
+//! Which of the config's ISPs each address belongs to, compiled per snapshot from
+//! the ASN database's tables and the config's ISPs.
 //!
 //! A decision reads the client's ISP, not its ASN. Mapped to the ISPs of a
 //! config, with adjacent ranges of the same ISP (or of none) merged, the ASN
 //! database's 690,000 IPv4 ranges shrink to a few thousand (11,025 for the three
-//! ISPs of `examples/world`, 66 KB): small enough to stay in the CPU cache, where
-//! the ASN table's 5 MB missed it on nearly every query.
+//! ISPs of `examples/world`, 82 KB with the index): small enough to stay in the
+//! CPU cache, where the ASN table's 5 MB missed it on nearly every query. Its
+//! 565,000 IPv6 ranges shrink likewise (to 2,064, 37 KB, where the ASN table's
+//! IPv6 part is 3.7 MB), keyed by an address's top 64 bits as that table is; the
+//! ranges it leaves to the tree walk (split /64s, IPv4 aliases) stay ranges of
+//! an unknown ISP, for which the caller looks the ASN up as before.
 //!
 //! The merged ranges also widen ECS scopes. Every address of the widest aligned
 //! block around the client that lies inside its range has the same ISP, and that
 //! block is at least the ASN database's network, often wider: the networks of
 //! one AS, or of ASes no ISP names, sit side by side.
 
-use std::net::Ipv4Addr;
+use std::fmt::Debug;
+use std::net::{Ipv4Addr, Ipv6Addr};
+use std::ops::BitXor;
 
 use crate::config::IspId;
 
 /// The IPv4 space cut into ranges of one ISP each (or of none).
+pub type Ipv4IspRanges = IspRanges<u32>;
+/// The IPv6 space, by /64s, cut into ranges of one ISP each, of none, or of an
+/// unknown one.
+pub type Ipv6IspRanges = IspRanges<u64>;
+
+/// A key space cut into ranges of one ISP each, of none, or of an unknown one.
 #[derive(Debug, Clone)]
-pub struct IspRanges {
-    /// For each value of an address's top [`INDEX_BITS`] bits, the range holding
-    /// the first address with them; one more entry at the end, the last range.
+pub struct IspRanges<K> {
+    /// For each value of a key's top [`INDEX_BITS`] bits, the range holding the
+    /// first key with them; one more entry at the end, the last range.
     index: Box<[u32]>,
-    /// The first address of each range, ascending; the first is 0.
-    starts: Box<[u32]>,
-    /// Each range's ISP: [`IspId`]'s number, or [`NO_ISP`].
+    /// The first key of each range, ascending; the first is 0.
+    starts: Box<[K]>,
+    /// Each range's ISP: [`IspId`]'s number (a config has far fewer than
+    /// 65,534 ISPs), [`NO_ISP`] or [`UNKNOWN`].
     isps: Box<[u16]>,
 }
 
-/// Bits of the address the index is keyed by: 4,097 entries, 16 KB.
+/// Bits of the key the index is keyed by: 4,097 entries, 16 KB.
 const INDEX_BITS: u32 = 12;
 const NO_ISP: u16 = u16::MAX;
+const UNKNOWN: u16 = u16::MAX - 1;
 
-impl IspRanges {
-    /// Compiles ranges that tile the IPv4 space in address order, each given as
-    /// its first address and ASN (if it has one), with `isp_of` telling the ISP of
-    /// an ASN. Space before the first range has no ISP.
+/// What ranges are keyed by: an IPv4 address, or the top 64 bits of an IPv6 one.
+pub trait RangeKey: Copy + Ord + Debug + BitXor<Output = Self> {
+    /// The first key.
+    const ZERO: Self;
+    /// The last key.
+    const MAX: Self;
+    /// The key's top [`INDEX_BITS`] bits.
+    fn bucket(self) -> usize;
+    /// The first key whose top bits are `bucket`.
+    fn bucket_first(bucket: usize) -> Self;
+    /// The number of leading zero bits.
+    fn leading_zeros(self) -> u32;
+    /// The key before this one, if any.
+    fn before(self) -> Option<Self>;
+    /// The key after this one, if any.
+    fn after(self) -> Option<Self>;
+}
+
+macro_rules! range_key {
+    ($($key:ty),*) => {$(
+        impl RangeKey for $key {
+            const ZERO: Self = 0;
+            const MAX: Self = <$key>::MAX;
+            #[inline]
+            fn bucket(self) -> usize {
+                (self >> (<$key>::BITS - INDEX_BITS)) as usize
+            }
+            fn bucket_first(bucket: usize) -> Self {
+                (bucket as $key) << (<$key>::BITS - INDEX_BITS)
+            }
+            #[inline]
+            fn leading_zeros(self) -> u32 {
+                <$key>::leading_zeros(self)
+            }
+            #[inline]
+            fn before(self) -> Option<Self> {
+                self.checked_sub(1)
+            }
+            #[inline]
+            fn after(self) -> Option<Self> {
+                self.checked_add(1)
+            }
+        }
+    )*};
+}
+
+range_key!(u32, u64);
+
+impl<K: RangeKey> IspRanges<K> {
+    /// Compiles ranges that tile the key space in order, each given as its first
+    /// key and its ASN: `Some(asn)` if it has one, `Some(None)` if it has none,
+    /// `None` if it is not known. `isp_of` tells the ISP of an ASN. Space before
+    /// the first range has no ISP.
     pub fn new(
-        ranges: impl IntoIterator<Item = (Ipv4Addr, Option<u32>)>,
+        ranges: impl IntoIterator<Item = (K, Option<Option<u32>>)>,
         isp_of: impl Fn(u32) -> Option<IspId>,
     ) -> Self {
-        let mut starts = vec![0];
+        let mut starts = vec![K::ZERO];
         let mut isps = vec![NO_ISP];
         for (start, asn) in ranges {
-            let isp = asn.and_then(&isp_of).map_or(NO_ISP, |id| id.0);
-            let start = u32::from(start);
+            let isp = match asn {
+                Some(asn) => asn.and_then(&isp_of).map_or(NO_ISP, |id| id.0),
+                None => UNKNOWN,
+            };
             if isps.last() == Some(&isp) {
                 continue;
             }
@@ -59,12 +124,12 @@ impl IspRanges {
             starts.push(start);
             isps.push(isp);
         }
-        let index = (0..=1u32 << INDEX_BITS)
+        let index = (0..=1usize << INDEX_BITS)
             .map(|block| {
                 let first = if block == 1 << INDEX_BITS {
-                    u32::MAX
+                    K::MAX
                 } else {
-                    block << (32 - INDEX_BITS)
+                    K::bucket_first(block)
                 };
                 (starts.partition_point(|&s| s <= first) - 1) as u32
             })
@@ -76,23 +141,26 @@ impl IspRanges {
         }
     }
 
-    /// The ISP of `addr`, and the prefix length of the widest block around it in
-    /// which every address has that ISP.
+    /// The ISP of `key`, and the prefix length (in bits of the key) of the widest
+    /// block around it in which every key has that ISP; `None` if its range's ISP
+    /// is not known.
     #[inline]
-    pub fn get(&self, addr: Ipv4Addr) -> (Option<IspId>, u8) {
-        let addr = u32::from(addr);
-        let block = (addr >> (32 - INDEX_BITS)) as usize;
-        // The ranges holding the block's addresses are `from..=to`: `to` holds the
-        // next block's first address, and may start there.
+    pub fn get_key(&self, key: K) -> Option<(Option<IspId>, u8)> {
+        let block = key.bucket();
+        // The ranges holding the block's keys are `from..=to`: `to` holds the
+        // next block's first key, and may start there.
         let (from, to) = (self.index[block] as usize, self.index[block + 1] as usize);
-        let at = from + self.starts[from + 1..=to].partition_point(|&s| s <= addr);
-        let first = self.starts[at];
-        let last = self.starts.get(at + 1).map_or(u32::MAX, |next| next - 1);
+        let at = from + self.starts[from + 1..=to].partition_point(|&s| s <= key);
         let isp = self.isps[at];
-        (
+        if isp == UNKNOWN {
+            return None;
+        }
+        let first = self.starts[at];
+        let last = self.starts.get(at + 1).and_then(|next| next.before());
+        Some((
             (isp != NO_ISP).then_some(IspId(isp)),
-            widest_block(addr, first, last),
-        )
+            widest_block(key, first, last.unwrap_or(K::MAX)),
+        ))
     }
 
     /// How many ranges there are.
@@ -100,7 +168,7 @@ impl IspRanges {
         self.starts.len()
     }
 
-    /// Whether there are none; never, since the ranges cover the IPv4 space.
+    /// Whether there are none; never, since the ranges cover the key space.
     pub fn is_empty(&self) -> bool {
         self.starts.is_empty()
     }
@@ -111,17 +179,49 @@ impl IspRanges {
     }
 }
 
-/// The prefix length of the widest aligned block holding `addr` inside
-/// `first..=last` (which holds `addr`): it must leave out the addresses just
-/// outside either end, so it is one bit longer than `addr`'s common prefix with
-/// each of them.
-fn widest_block(addr: u32, first: u32, last: u32) -> u8 {
+impl IspRanges<u32> {
+    /// Compiles ranges that tile the IPv4 space in address order, each given as
+    /// its first address and ASN (if it has one), as
+    /// [`GeoDb::asn_ipv4_ranges`](crate::geo::GeoDb::asn_ipv4_ranges) gives them.
+    pub fn ipv4(
+        ranges: impl IntoIterator<Item = (Ipv4Addr, Option<u32>)>,
+        isp_of: impl Fn(u32) -> Option<IspId>,
+    ) -> Self {
+        let ranges = ranges
+            .into_iter()
+            .map(|(start, asn)| (u32::from(start), Some(asn)));
+        Self::new(ranges, isp_of)
+    }
+
+    /// The ISP of `addr` and the prefix length of the widest block around it in
+    /// which every address has that ISP, as [`IspRanges::get_key`].
+    #[inline]
+    pub fn get(&self, addr: Ipv4Addr) -> Option<(Option<IspId>, u8)> {
+        self.get_key(u32::from(addr))
+    }
+}
+
+impl IspRanges<u64> {
+    /// The ISP of `addr` and the prefix length of the widest block around it in
+    /// which every address has that ISP, as [`IspRanges::get_key`] on its top 64
+    /// bits: a prefix length of 64 at most, the ranges being /64s or wider.
+    #[inline]
+    pub fn get(&self, addr: Ipv6Addr) -> Option<(Option<IspId>, u8)> {
+        self.get_key((u128::from(addr) >> 64) as u64)
+    }
+}
+
+/// The prefix length of the widest aligned block holding `key` inside
+/// `first..=last` (which holds `key`): it must leave out the keys just outside
+/// either end, so it is one bit longer than `key`'s common prefix with each of
+/// them.
+fn widest_block<K: RangeKey>(key: K, first: K, last: K) -> u8 {
     let below = first
-        .checked_sub(1)
-        .map_or(0, |outside| (addr ^ outside).leading_zeros() + 1);
+        .before()
+        .map_or(0, |outside| (key ^ outside).leading_zeros() + 1);
     let above = last
-        .checked_add(1)
-        .map_or(0, |outside| (addr ^ outside).leading_zeros() + 1);
+        .after()
+        .map_or(0, |outside| (key ^ outside).leading_zeros() + 1);
     below.max(above) as u8
 }
 
@@ -130,6 +230,10 @@ mod tests {
     use super::*;
 
     fn v4(text: &str) -> Ipv4Addr {
+        text.parse().expect("address")
+    }
+
+    fn v6(text: &str) -> Ipv6Addr {
         text.parse().expect("address")
     }
 
@@ -144,7 +248,7 @@ mod tests {
 
     #[test]
     fn adjacent_ranges_of_one_isp_merge_and_scopes_widen() {
-        let ranges = IspRanges::new(
+        let ranges = IspRanges::ipv4(
             [
                 (v4("0.0.0.0"), None),
                 (v4("10.0.0.0"), Some(1)),
@@ -159,90 +263,168 @@ mod tests {
         );
         // 0/0..10.0.0.0, ISP 0 (two ASes), none (two ranges), ISP 1, none, ISP 1.
         assert_eq!(ranges.len(), 6);
-        assert_eq!(ranges.get(v4("9.255.255.255")), (None, 7));
-        assert_eq!(ranges.get(v4("0.0.0.0")), (None, 5));
+        let get = |text| ranges.get(v4(text)).expect("an IPv4 ISP is known");
+        assert_eq!(get("9.255.255.255"), (None, 7));
+        assert_eq!(get("0.0.0.0"), (None, 5));
         // 10.0.0.0/23 is ISP 0's whole range: its two /24 networks make one scope.
-        assert_eq!(ranges.get(v4("10.0.0.7")), (Some(IspId(0)), 23));
-        assert_eq!(ranges.get(v4("10.0.1.255")), (Some(IspId(0)), 23));
-        assert_eq!(ranges.get(v4("10.0.2.200")), (None, 24));
-        assert_eq!(ranges.get(v4("10.0.3.1")), (Some(IspId(1)), 24));
+        assert_eq!(get("10.0.0.7"), (Some(IspId(0)), 23));
+        assert_eq!(get("10.0.1.255"), (Some(IspId(0)), 23));
+        assert_eq!(get("10.0.2.200"), (None, 24));
+        assert_eq!(get("10.0.3.1"), (Some(IspId(1)), 24));
         // 10.0.4.0 up to 255.255.255.254: the blocks shrink towards either end.
-        assert_eq!(ranges.get(v4("10.0.4.0")), (None, 22));
-        assert_eq!(ranges.get(v4("10.0.8.0")), (None, 21));
-        assert_eq!(ranges.get(v4("128.0.0.0")), (None, 2));
-        assert_eq!(ranges.get(v4("255.255.255.254")), (None, 32));
-        assert_eq!(ranges.get(v4("255.255.255.255")), (Some(IspId(1)), 32));
+        assert_eq!(get("10.0.4.0"), (None, 22));
+        assert_eq!(get("10.0.8.0"), (None, 21));
+        assert_eq!(get("128.0.0.0"), (None, 2));
+        assert_eq!(get("255.255.255.254"), (None, 32));
+        assert_eq!(get("255.255.255.255"), (Some(IspId(1)), 32));
     }
 
     #[test]
     fn a_table_without_isps_is_one_range() {
-        let ranges = IspRanges::new([(v4("0.0.0.0"), Some(7)), (v4("1.0.0.0"), None)], isp_of);
+        let ranges = IspRanges::ipv4([(v4("0.0.0.0"), Some(7)), (v4("1.0.0.0"), None)], isp_of);
         assert_eq!(ranges.len(), 1);
-        assert_eq!(ranges.get(v4("200.1.2.3")), (None, 0));
-        let empty = IspRanges::new([], isp_of);
-        assert_eq!(empty.get(v4("1.2.3.4")), (None, 0));
+        assert_eq!(ranges.get(v4("200.1.2.3")), Some((None, 0)));
+        let empty = IspRanges::ipv4([], isp_of);
+        assert_eq!(empty.get(v4("1.2.3.4")), Some((None, 0)));
+    }
+
+    /// IPv6 ranges are keyed by /64s: a scope is a prefix of 64 at most, and the
+    /// ranges the table leaves to the walk are unknown, merged with each other
+    /// but with no known range, which stops short of them.
+    #[test]
+    fn ipv6_ranges_scope_by_64s_and_leave_walked_ones_unknown() {
+        let key = |text| (u128::from(v6(text)) >> 64) as u64;
+        let ranges = IspRanges::new(
+            [
+                (key("::"), None),
+                (key("2001::"), Some(None)),
+                (key("2408:8000::"), Some(Some(1))),
+                (key("2408:8001::"), Some(Some(2))),
+                (key("2408:8002::"), Some(Some(3))),
+                (key("2408:8002:0:1::"), None),
+                (key("2408:8002:0:2::"), None),
+                (key("2408:8002:0:3::"), Some(Some(3))),
+                (key("2408:8002:0:4::"), Some(Some(3))),
+                (key("2408:8002:0:6::"), Some(Some(8))),
+                (key("2408:8003::"), Some(None)),
+            ],
+            isp_of,
+        );
+        // Unknown (from ::), none, ISP 0 (two ASes), ISP 1, unknown (two
+        // ranges), ISP 1 (two ranges), none (two ranges).
+        assert_eq!(ranges.len(), 7);
+        assert_eq!(ranges.get(v6("::1")), None);
+        assert_eq!(ranges.get(v6("::ffff:1.2.3.4")), None);
+        assert_eq!(ranges.get(v6("2001:0:ffff::")), Some((None, 16)));
+        // Two ASes' /32s of ISP 0 make one /31.
+        assert_eq!(ranges.get(v6("2408:8001:ab::")), Some((Some(IspId(0)), 31)));
+        assert_eq!(ranges.get(v6("2408:8002::1")), Some((Some(IspId(1)), 64)));
+        assert_eq!(ranges.get(v6("2408:8002:0:1:ffff::")), None);
+        assert_eq!(ranges.get(v6("2408:8002:0:2::")), None);
+        // 2408:8002:0:3::/64 and :4::/63: the /64 is cut off by the walked range.
+        assert_eq!(
+            ranges.get(v6("2408:8002:0:3::")),
+            Some((Some(IspId(1)), 64))
+        );
+        assert_eq!(
+            ranges.get(v6("2408:8002:0:5:1::")),
+            Some((Some(IspId(1)), 63))
+        );
+        assert_eq!(ranges.get(v6("2408:8002:0:6::")), Some((None, 63)));
+        assert_eq!(ranges.get(v6("ffff::")), Some((None, 1)));
     }
 
     /// On ranges cut at random, every answer holds for its whole block and for no
-    /// wider one, checked against the ranges themselves.
+    /// wider one, checked against the ranges themselves; in IPv4 space and in
+    /// the 64-bit keys of IPv6, with ranges of unknown ISP.
     #[test]
     fn every_block_is_one_isp_and_the_widest() {
-        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        check_random_ranges::<u32>(0x9e37_79b9_7f4a_7c15, |random| random as u32, false);
+        check_random_ranges::<u64>(0x2545_f491_4f6c_dd1d, |random| random, true);
+    }
+
+    /// A random check of [`IspRanges`] over keys of `K`, made from random bits by
+    /// `key`; with `unknown`, some ranges' ISP is unknown.
+    fn check_random_ranges<K>(seed: u64, key: impl Fn(u64) -> K, unknown: bool)
+    where
+        K: RangeKey + std::ops::Shl<u64, Output = K> + std::ops::Shr<u64, Output = K>,
+        K: std::ops::Not<Output = K> + std::ops::BitAnd<Output = K> + std::ops::BitOr<Output = K>,
+    {
+        let bits = 8 * size_of::<K>() as u32;
+        let mut state = seed;
         let mut next = move || {
             state ^= state << 13;
             state ^= state >> 7;
             state ^= state << 17;
             state
         };
-        let mut cuts: Vec<u32> = (0..3000)
-            .map(|_| next() as u32 >> (next() % 20) << (next() % 20))
+        let shift = u64::from(bits) * 5 / 8;
+        let mut cuts: Vec<K> = (0..3000)
+            .map(|_| key(next()) >> (next() % shift) << (next() % shift))
             .collect();
-        cuts.push(0);
+        cuts.push(K::ZERO);
         cuts.sort_unstable();
         cuts.dedup();
-        let asns: Vec<Option<u32>> = cuts.iter().map(|_| Some((next() % 5) as u32)).collect();
-        let input: Vec<(Ipv4Addr, Option<u32>)> = cuts
+        // Some(asn), or None for an unknown ISP.
+        let asns: Vec<Option<Option<u32>>> = cuts
             .iter()
-            .map(|c| Ipv4Addr::from(*c))
-            .zip(asns.iter().copied())
+            .map(|_| match next() % 6 {
+                5 if unknown => None,
+                asn => Some(Some(asn as u32 % 5)),
+            })
             .collect();
-        let ranges = IspRanges::new(input.iter().copied(), isp_of);
-        // The reference: the ISP of the last input range starting at or before `addr`.
-        let isp_at = |addr: u32| {
-            let at = cuts.partition_point(|&c| c <= addr) - 1;
-            asns[at].and_then(isp_of)
+        let ranges = IspRanges::new(cuts.iter().copied().zip(asns.iter().copied()), isp_of);
+        // The reference: the ISP of the last input range starting at or before
+        // `key`; `None` when unknown.
+        let isp_at = |at: K| {
+            let i = cuts.partition_point(|&c| c <= at) - 1;
+            asns[i].map(|asn| asn.and_then(isp_of))
         };
-        let all_one = |lo: u32, hi: u32, isp: Option<IspId>| {
+        let all_one = |lo: K, hi: K, isp: Option<Option<IspId>>| {
             // Only the cuts inside can change the ISP.
             let from = cuts.partition_point(|&c| c <= lo);
             let to = cuts.partition_point(|&c| c <= hi);
             isp_at(lo) == isp && cuts[from..to].iter().all(|&c| isp_at(c) == isp)
         };
+        let (mut known, mut unknowns) = (0, 0);
         for _ in 0..20_000 {
-            let addr = if next() % 2 == 0 {
-                cuts[(next() as usize) % cuts.len()]
-                    .wrapping_add((next() % 3) as u32)
-                    .wrapping_sub(1)
+            let at = if next() % 2 == 0 {
+                let cut = cuts[(next() as usize) % cuts.len()];
+                match next() % 3 {
+                    0 => cut.before().unwrap_or(K::MAX),
+                    1 => cut,
+                    _ => cut.after().unwrap_or(K::ZERO),
+                }
             } else {
-                next() as u32
+                key(next())
             };
-            let (isp, prefix) = ranges.get(Ipv4Addr::from(addr));
-            assert_eq!(isp, isp_at(addr), "{}", Ipv4Addr::from(addr));
+            let Some((isp, prefix)) = ranges.get_key(at) else {
+                assert_eq!(isp_at(at), None, "{at:?}");
+                unknowns += 1;
+                continue;
+            };
+            known += 1;
+            assert_eq!(Some(isp), isp_at(at), "{at:?}");
+            assert!(u32::from(prefix) <= bits, "{at:?}/{prefix}");
             let block = |prefix: u8| {
-                let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
-                (addr & mask, addr | !mask)
+                let mask = match u32::from(prefix) {
+                    0 => K::ZERO,
+                    size => K::MAX << u64::from(bits - size),
+                };
+                (at & mask, at | !mask)
             };
             let (lo, hi) = block(prefix);
-            assert!(all_one(lo, hi, isp), "{}/{prefix}", Ipv4Addr::from(addr));
+            assert!(all_one(lo, hi, Some(isp)), "{at:?}/{prefix}");
             if prefix > 0 {
                 let (lo, hi) = block(prefix - 1);
                 assert!(
-                    !all_one(lo, hi, isp),
-                    "{}/{} is one ISP",
-                    Ipv4Addr::from(addr),
+                    !all_one(lo, hi, Some(isp)),
+                    "{at:?}/{} is one ISP",
                     prefix - 1
                 );
             }
         }
+        assert!(known > 10_000, "{known}");
+        assert_eq!(unknowns > 1_000, unknown, "{unknowns}");
     }
 }

@@ -36,7 +36,7 @@ use crate::geo::{Code, GeoDb, Location, subnet_cache};
 use crate::health::LiveView;
 use cache::{Key, Ranking, RankingCache};
 use distance::Point;
-use isp_ranges::IspRanges;
+use isp_ranges::{Ipv4IspRanges, Ipv6IspRanges};
 
 /// Address family of the records asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -221,7 +221,10 @@ pub struct Router {
     /// The ISP of every IPv4 address, compiled from the ASN database and
     /// `asn_isp`: one lookup in a few cached lines where the ASN table is 5 MB.
     /// None without ISPs, or without an ASN database compiled into a table.
-    isp_ranges: Option<IspRanges>,
+    isp_ranges: Option<Ipv4IspRanges>,
+    /// The same for IPv6, by /64s, except in the ranges the ASN database's IPv6
+    /// table leaves to the tree walk, whose ISP is read from the ASN.
+    isp_ranges6: Option<Ipv6IspRanges>,
     weights: Weights,
     /// Longest prefix first, so the first containing network is the most specific.
     networks: Vec<NetworkOverride>,
@@ -235,7 +238,7 @@ pub struct Router {
 
 impl Router {
     /// Prepares the config's POPs, ISPs and overrides for deciding, with the
-    /// ISPs' IPv4 ranges in `geo`'s ASN database.
+    /// ISPs' IPv4 and IPv6 ranges in `geo`'s ASN database.
     pub fn new(config: &Config, geo: &GeoDb) -> Self {
         let pops = config
             .pops
@@ -255,11 +258,16 @@ impl Router {
             .enumerate()
             .flat_map(|(i, isp)| isp.asns.iter().map(move |asn| (*asn, IspId(i as u16))))
             .collect::<FxHashMap<_, _>>();
-        let isp_ranges = match geo.asn_ipv4_ranges() {
-            Some(ranges) if !asn_isp.is_empty() => {
-                Some(IspRanges::new(ranges, |asn| asn_isp.get(&asn).copied()))
-            }
-            _ => None,
+        let isp_of = |asn| asn_isp.get(&asn).copied();
+        let (isp_ranges, isp_ranges6) = if asn_isp.is_empty() {
+            (None, None)
+        } else {
+            (
+                geo.asn_ipv4_ranges()
+                    .map(|ranges| Ipv4IspRanges::ipv4(ranges, isp_of)),
+                geo.asn_ipv6_ranges()
+                    .map(|ranges| Ipv6IspRanges::new(ranges, isp_of)),
+            )
         };
         let mut networks = config.overrides.networks.clone();
         networks.sort_by_key(|n| std::cmp::Reverse(n.network.prefix()));
@@ -278,6 +286,7 @@ impl Router {
             pops,
             asn_isp,
             isp_ranges,
+            isp_ranges6,
             weights: config.scoring,
             networks,
             countries: fx_map(&config.overrides.countries),
@@ -303,27 +312,34 @@ impl Router {
     }
 
     /// The client's ISP as decisions read it, and the prefix length inside which
-    /// every address has the same: from the ISPs' IPv4 ranges if compiled, else
+    /// every address has the same: from the ISPs' ranges where they know it, else
     /// from the ASN `location` holds. No ISP and prefix 0 when no ISP is
     /// configured, whatever the ASN: then no decision depends on it.
     pub fn client_isp(&self, addr: IpAddr, location: &Location) -> ClientIsp {
-        if self.asn_isp.is_empty() {
-            return ClientIsp::default();
-        }
-        let (isp, prefix) = match (addr, &self.isp_ranges) {
-            (IpAddr::V4(addr), Some(ranges)) => ranges.get(addr),
-            _ => (
-                location.asn.and_then(|asn| self.asn_isp.get(&asn).copied()),
-                location.asn_prefix,
-            ),
-        };
-        ClientIsp { isp, prefix }
+        self.known_isp(addr)
+            .unwrap_or_else(|| self.isp_of_location(location))
     }
 
-    /// Whether [`Router::client_isp`] reads the ASN of `addr`'s location.
-    fn reads_asn(&self, addr: IpAddr) -> bool {
-        let from_ranges = addr.is_ipv4() && self.isp_ranges.is_some();
-        !self.asn_isp.is_empty() && !from_ranges
+    /// [`Router::client_isp`] where it needs no ASN: without ISPs, or from the
+    /// ranges where they know the ISP; `None` where it reads the ASN.
+    #[inline]
+    fn known_isp(&self, addr: IpAddr) -> Option<ClientIsp> {
+        if self.asn_isp.is_empty() {
+            return Some(ClientIsp::default());
+        }
+        let (isp, prefix) = match addr {
+            IpAddr::V4(addr) => self.isp_ranges.as_ref()?.get(addr)?,
+            IpAddr::V6(addr) => self.isp_ranges6.as_ref()?.get(addr)?,
+        };
+        Some(ClientIsp { isp, prefix })
+    }
+
+    /// The ISP of the ASN `location` holds, and the ASN network's prefix length.
+    fn isp_of_location(&self, location: &Location) -> ClientIsp {
+        ClientIsp {
+            isp: location.asn.and_then(|asn| self.isp_of(asn)),
+            prefix: location.asn_prefix,
+        }
     }
 
     /// Decides as [`Router::decide`] does, the same decision, with the ranking of
@@ -339,9 +355,9 @@ impl Router {
         client: &Client,
         live: &LiveView,
     ) -> Decision {
-        let mut location =
-            subnet_cache::locate_networks(geo, client.addr, self.reads_asn(client.addr));
-        let isp = self.client_isp(client.addr, &location);
+        let known = self.known_isp(client.addr);
+        let mut location = subnet_cache::locate_networks(geo, client.addr, known.is_none());
+        let isp = known.unwrap_or_else(|| self.isp_of_location(&location));
         let Some(city_record) = location.city_record else {
             // Not in the City database: no fields to decode, overrides or the
             // fallback decide.

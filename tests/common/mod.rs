@@ -128,8 +128,9 @@ pub struct CitySpec {
 }
 
 /// City networks. 10.20/16 is Frankfurt while 10.20.0/20 is isp-x: the two
-/// prefixes differ on purpose, so scopes show which one counted.
-pub const CITIES: [CitySpec; 5] = [
+/// prefixes differ on purpose, so scopes show which one counted; likewise
+/// 2001:db8:cc00::/40 (Frankfurt) and isp-x's 2001:db8:cc00::/44.
+pub const CITIES: [CitySpec; 6] = [
     CitySpec {
         network: "10.10.0.0/16",
         city: "Tokyo",
@@ -170,15 +171,27 @@ pub const CITIES: [CitySpec; 5] = [
         latitude: 50.11,
         longitude: 8.68,
     },
+    CitySpec {
+        network: "2001:db8:cc00::/40",
+        city: "Frankfurt",
+        country: "DE",
+        continent: "EU",
+        latitude: 50.11,
+        longitude: 8.68,
+    },
 ];
 
 /// Networks of the tiny ASN database: (network, ASN, organisation). isp-x's
 /// 10.20.0/20 is two /21s of two of its ASes: an answer that read the ISP holds
-/// for the whole /20, and its scope says so.
-pub const ASNS: [(&str, u32, &str); 3] = [
+/// for the whole /20, and its scope says so; so is its 2001:db8:cc00::/44. Its
+/// 2001:db8:cc10::/96 splits a /64, whose ISP only the ASN lookup knows.
+pub const ASNS: [(&str, u32, &str); 6] = [
     ("10.20.0.0/21", 64500, "ISP X"),
     ("10.20.8.0/21", 64502, "ISP X"),
     ("10.10.0.0/16", 64501, "ISP Y"),
+    ("2001:db8:cc00::/45", 64500, "ISP X"),
+    ("2001:db8:cc08::/45", 64502, "ISP X"),
+    ("2001:db8:cc10::/96", 64500, "ISP X"),
 ];
 
 /// The static zone, with every shape of answer a test needs.
