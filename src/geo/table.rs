@@ -98,42 +98,6 @@ impl<const BYTES: usize> Line<BYTES> {
     }
 }
 
-/// `lines` in a buffer of their own, which the kernel is asked to back with 2 MiB
-/// pages where it can (the aligned middle of it; on Linux, with transparent huge
-/// pages in `madvise` mode or `always`). A lookup lands anywhere in tens of
-/// megabytes: with 4 KiB pages nearly every one also misses the TLB and walks the
-/// page tables, a tenth of the answer path's user time as measured. A fresh
-/// buffer of the exact size, since shrinking the builder's would move it and
-/// split its huge pages.
-pub(super) fn boxed_on_huge_pages<T: Copy>(lines: Vec<T>) -> Box<[T]> {
-    let mut exact = Vec::with_capacity(lines.len());
-    #[cfg(target_os = "linux")]
-    {
-        const HUGE_PAGE: usize = 2 << 20;
-        let start = exact.as_ptr() as usize;
-        let end = start + exact.capacity() * size_of::<T>();
-        let (first, last) = (
-            start.next_multiple_of(HUGE_PAGE),
-            end / HUGE_PAGE * HUGE_PAGE,
-        );
-        if last > first {
-            // SAFETY: the range lies inside the new buffer, which nothing has
-            // touched yet, and MADV_HUGEPAGE changes only how the kernel backs it,
-            // never what it holds. Refused (an old kernel, THP off), nothing
-            // changes.
-            unsafe {
-                libc::madvise(
-                    first as *mut libc::c_void,
-                    last - first,
-                    libc::MADV_HUGEPAGE,
-                );
-            }
-        }
-    }
-    exact.extend_from_slice(&lines);
-    exact.into_boxed_slice()
-}
-
 /// A City record's table value: its offset, as
 /// [`GeoDb::locate_networks`](super::GeoDb::locate_networks) reports it.
 pub(super) fn city_value<S: AsRef<[u8]>>(result: &LookupResult<'_, S>) -> Option<u32> {
@@ -353,7 +317,7 @@ impl Builder {
         self.buckets.push(self.ranges as u32);
         Ok(Ipv4Table {
             buckets: self.buckets.into_boxed_slice(),
-            lines: boxed_on_huge_pages(self.lines),
+            lines: self.lines.into_boxed_slice(),
             firsts: self.firsts.into_boxed_slice(),
             ranges: self.ranges,
         })

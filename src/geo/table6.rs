@@ -34,7 +34,7 @@ use std::net::Ipv6Addr;
 use ipnetwork::{IpNetwork, Ipv6Network};
 use maxminddb::{LookupResult, MaxMindDbError, Reader, WithinOptions};
 
-use super::table::{Line, asn_value, boxed_on_huge_pages, city_value};
+use super::table::{Line, asn_value, city_value};
 
 /// Why a database's IPv6 part could not be compiled; IPv6 lookups then walk its tree.
 #[derive(Debug, thiserror::Error)]
@@ -406,7 +406,7 @@ impl Builder {
         let summary = firsts.iter().map(|group| group.0[0]).collect();
         Ok(Ipv6Table {
             buckets: self.buckets.into_boxed_slice(),
-            lines: boxed_on_huge_pages(self.lines),
+            lines: self.lines.into_boxed_slice(),
             firsts,
             summary,
             ranges: self.ranges,
