@@ -26,6 +26,7 @@ use std::time::Duration;
 use criterion::{Criterion, criterion_group, criterion_main};
 use ipnetwork::IpNetwork;
 use maxminddb::{Reader, WithinOptions};
+use meridian::geo::records::Numbering;
 use meridian::geo::table::Ipv4Table;
 use meridian::geo::table6::Ipv6Table;
 
@@ -120,13 +121,13 @@ fn compile(c: &mut Criterion) {
         .sample_size(10)
         .measurement_time(Duration::from_secs(10));
     group.bench_function(format!("city-ipv4-table-{kind}"), |b| {
-        b.iter(|| black_box(Ipv4Table::city(&city).expect("City table")))
+        b.iter(|| black_box(Ipv4Table::city(&city, &mut Numbering::default()).expect("City table")))
     });
     group.bench_function(format!("asn-ipv4-table-{kind}"), |b| {
         b.iter(|| black_box(Ipv4Table::asn(&asn).expect("ASN table")))
     });
     group.bench_function(format!("city-ipv6-table-{kind}"), |b| {
-        b.iter(|| black_box(Ipv6Table::city(&city).expect("City table")))
+        b.iter(|| black_box(Ipv6Table::city(&city, &mut Numbering::default()).expect("City table")))
     });
     group.bench_function(format!("asn-ipv6-table-{kind}"), |b| {
         b.iter(|| black_box(Ipv6Table::asn(&asn).expect("ASN table")))

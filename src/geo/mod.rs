@@ -13,6 +13,7 @@
 //! tree; the City record's fields still come from the tree.
 
 pub mod build;
+pub mod records;
 pub mod subnet_cache;
 pub mod table;
 pub mod table6;
@@ -25,6 +26,7 @@ use std::time::Instant;
 use maxminddb::{Reader, geoip2};
 use serde::Serialize;
 
+use records::{Numbering, RecordNumbers};
 use table::Ipv4Table;
 use table6::Ipv6Table;
 
@@ -86,8 +88,10 @@ pub struct Location {
     pub city_prefix: u8,
     /// Prefix length of the ASN database network holding the address (found or not).
     pub asn_prefix: u8,
-    /// Offset of the City record: addresses with the same offset share every
-    /// location field, so rankings can be cached per record rather than per address.
+    /// Number of the City record (below [`GeoDb::city_records`], or
+    /// [`records::UNNUMBERED`] if its database could not be compiled): addresses
+    /// with the same record share every location field, so rankings can be kept
+    /// per record rather than per address.
     pub city_record: Option<u32>,
 }
 
@@ -224,9 +228,9 @@ impl GeoDb {
     }
 
     /// Locates an address as far as the networks go: both prefixes, the City
-    /// record's offset and the ASN, but not the City record's fields, whose
+    /// record's number and the ASN, but not the City record's fields, whose
     /// decoding is a fifth of a lookup (a GeoLite2 record is mostly names to skip).
-    /// For callers that cache what they derive from the record by its offset.
+    /// For callers that cache what they derive from the record by its number.
     pub fn locate_networks(&self, ip: IpAddr) -> Location {
         self.lookup(ip, false)
     }
@@ -325,6 +329,12 @@ impl GeoDb {
         description
     }
 
+    /// How many City records are numbered: every `Location::city_record` but
+    /// [`records::UNNUMBERED`] is below it.
+    pub fn city_records(&self) -> usize {
+        self.city.as_ref().map_or(0, |db| db.numbers.len())
+    }
+
     /// Whether a City database is loaded.
     pub fn has_city(&self) -> bool {
         self.city.is_some()
@@ -345,16 +355,26 @@ struct Database {
     ipv4: Option<Ipv4Table>,
     /// None if the tree could not be compiled, or has no IPv6 part.
     ipv6: Option<Ipv6Table>,
+    /// A City database's records by offset, as the tables number them; empty
+    /// for an ASN database.
+    numbers: RecordNumbers,
 }
 
 impl Database {
     /// A City database and its tables.
     fn city(reader: Reader<Vec<u8>>, name: &Path) -> Self {
         let started = Instant::now();
-        let ipv4 = Ipv4Table::city(&reader);
+        let mut numbering = Numbering::default();
+        let ipv4 = Ipv4Table::city(&reader, &mut numbering);
         let mut db = Self::with_table(reader, ipv4, name, started);
         let started = Instant::now();
-        db.ipv6 = ipv6_table(Ipv6Table::city(&db.reader), name, started);
+        db.ipv6 = ipv6_table(Ipv6Table::city(&db.reader, &mut numbering), name, started);
+        db.numbers = numbering.finish();
+        tracing::info!(
+            database = %name.display(),
+            records = db.numbers.len(),
+            "numbered the City records"
+        );
         db
     }
 
@@ -408,17 +428,18 @@ impl Database {
             reader,
             ipv4,
             ipv6: None,
+            numbers: RecordNumbers::default(),
         }
     }
 
-    /// The City tree walk: the network's prefix and record offset, and the
+    /// The City tree walk: the network's prefix and record number, and the
     /// record's fields with `fields`.
     fn walk_city(&self, ip: IpAddr, fields: bool, location: &mut Location) {
         let Ok(result) = self.reader.lookup(ip) else {
             return;
         };
         location.city_prefix = network_prefix(&result);
-        location.city_record = result.offset().map(|o| o as u32);
+        location.city_record = result.offset().map(|o| self.numbers.get(o));
         if fields && let Ok(Some(record)) = result.decode::<CityFields<'_>>() {
             if let (Some(latitude), Some(longitude)) =
                 (record.location.latitude, record.location.longitude)

@@ -36,6 +36,8 @@ use std::net::Ipv4Addr;
 use ipnetwork::{IpNetwork, Ipv4Network};
 use maxminddb::{LookupResult, MaxMindDbError, Reader, WithinOptions, geoip2};
 
+use super::records::Numbering;
+
 /// Why a database's IPv4 part could not be compiled; lookups then walk its tree.
 #[derive(Debug, thiserror::Error)]
 pub enum TableError {
@@ -98,10 +100,12 @@ impl<const BYTES: usize> Line<BYTES> {
     }
 }
 
-/// A City record's table value: its offset, as
+/// A City record's table value: its number, as
 /// [`GeoDb::locate_networks`](super::GeoDb::locate_networks) reports it.
-pub(super) fn city_value<S: AsRef<[u8]>>(result: &LookupResult<'_, S>) -> Option<u32> {
-    result.offset().map(|o| o as u32)
+pub(super) fn city_value<S: AsRef<[u8]>>(
+    numbering: &mut Numbering,
+) -> impl FnMut(&LookupResult<'_, S>) -> Option<u32> + '_ {
+    |result| result.offset().map(|o| numbering.number(o))
 }
 
 /// An ASN record's table value: the ASN, decoded as the walk decodes it.
@@ -132,10 +136,14 @@ const EVERY_IPV4: Ipv4Network = match Ipv4Network::new_checked(Ipv4Addr::UNSPECI
 };
 
 impl Ipv4Table {
-    /// A City database's table: the value is the record's offset, as
-    /// [`GeoDb::locate_networks`](super::GeoDb::locate_networks) reports it.
-    pub fn city<S: AsRef<[u8]>>(reader: &Reader<S>) -> Result<Self, TableError> {
-        Self::compile(reader, city_value)
+    /// A City database's table: the value is the record's number from
+    /// `numbering`, as [`GeoDb::locate_networks`](super::GeoDb::locate_networks)
+    /// reports it.
+    pub fn city<S: AsRef<[u8]>>(
+        reader: &Reader<S>,
+        numbering: &mut Numbering,
+    ) -> Result<Self, TableError> {
+        Self::compile(reader, city_value(numbering))
     }
 
     /// An ASN database's table: the value is the ASN, decoded as the walk decodes it.

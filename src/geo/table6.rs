@@ -34,6 +34,7 @@ use std::net::Ipv6Addr;
 use ipnetwork::{IpNetwork, Ipv6Network};
 use maxminddb::{LookupResult, MaxMindDbError, Reader, WithinOptions};
 
+use super::records::Numbering;
 use super::table::{Line, asn_value, city_value};
 
 /// Why a database's IPv6 part could not be compiled; IPv6 lookups then walk its tree.
@@ -130,10 +131,14 @@ fn answer(entry: u64) -> Option<(Option<u32>, u8)> {
 }
 
 impl Ipv6Table {
-    /// A City database's table: the value is the record's offset, as
-    /// [`GeoDb::locate_networks`](super::GeoDb::locate_networks) reports it.
-    pub fn city<S: AsRef<[u8]>>(reader: &Reader<S>) -> Result<Self, Ipv6TableError> {
-        Self::compile(reader, city_value)
+    /// A City database's table: the value is the record's number from
+    /// `numbering`, as [`GeoDb::locate_networks`](super::GeoDb::locate_networks)
+    /// reports it.
+    pub fn city<S: AsRef<[u8]>>(
+        reader: &Reader<S>,
+        numbering: &mut Numbering,
+    ) -> Result<Self, Ipv6TableError> {
+        Self::compile(reader, city_value(numbering))
     }
 
     /// An ASN database's table: the value is the ASN, decoded as the walk decodes it.
@@ -142,8 +147,9 @@ impl Ipv6Table {
     }
 
     /// Compiles the IPv6 part of `reader`'s tree; `value` gives a record's value
-    /// from a lookup result, and is asked once per distinct record of a leaf of a
-    /// /64 or wider.
+    /// from a lookup result, and is asked once per distinct record, also of the
+    /// leaves narrower than a /64 the table leaves to the walk (so that a City
+    /// record reached only by the walk is numbered too).
     pub fn compile<S, F>(reader: &Reader<S>, mut value: F) -> Result<Self, Ipv6TableError>
     where
         S: AsRef<[u8]>,
@@ -167,8 +173,10 @@ impl Ipv6Table {
                 IpNetwork::V4(n) => (u128::from(u32::from(n.network())), 96 + n.prefix()),
             };
             let found = match result.offset() {
-                Some(offset) if prefix <= 64 => builder.value_of(offset, || value(&result)),
-                _ => None,
+                Some(offset) => builder
+                    .value_of(offset, || value(&result))
+                    .filter(|_| prefix <= 64),
+                None => None,
             };
             builder.leaf(first, prefix, found)?;
         }
