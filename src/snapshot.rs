@@ -136,6 +136,7 @@ impl Snapshot {
             return Err(problems.into());
         }
         let router = Router::new(&config, &geo);
+        let rankings = Arc::new(RankingCache::new(geo.city_records(), config.isps.len()));
         let live = ArcSwap::from_pointee(LiveView::all_static(config.pops.len()));
         Ok(Self {
             config,
@@ -143,14 +144,14 @@ impl Snapshot {
             geo,
             router,
             live,
-            rankings: Arc::new(RankingCache::default()),
+            rankings,
             exact,
             wildcards,
         })
     }
 
     /// Shares `previous`'s cached rankings when they hold for this snapshot too:
-    /// the same open geo databases (the key is a City record's offset) and the
+    /// the same open geo databases (the key is a City record's number) and the
     /// same POPs, ISPs and scoring weights, all a ranking is computed from (the
     /// coverage and family are in the key; health is applied per query). At
     /// thousands of POPs a ranking costs about 100 µs to compute, so a reload that

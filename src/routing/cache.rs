@@ -3,78 +3,75 @@
 //!
 //! Scoring scans every POP: about 1 µs at 26 POPs, over 100 µs at 3,200. But the
 //! ranking depends only on the City record the client falls in (coordinates,
-//! country, continent: addresses with the same record offset share all of them),
-//! the client's ISP, the domain's coverage and the address family. So the order of
-//! the POPs eligible by config is computed once per such key and kept here, with
-//! the record's location fields, which lets a hit skip decoding the City record
-//! too. Everything live is applied per query on the cached order: usable (health
-//! and drains), shedding, fail-open, degraded TTLs; network overrides are checked
-//! on the address before the cache is consulted, country and continent overrides
-//! on the cached fields, exactly as without the cache.
+//! country, continent), the client's ISP, the domain's coverage and the address
+//! family. So the order of the POPs eligible by config is computed once per such
+//! key and kept here, with the record's country and continent, which lets a hit
+//! skip decoding the City record too. Everything live is applied per query on the
+//! cached order: usable (health and drains), shedding, fail-open, degraded TTLs;
+//! network overrides are checked on the address before the cache is consulted,
+//! country and continent overrides on the cached fields, exactly as without the
+//! cache.
+//!
+//! The geo tables number the City records densely ([`crate::geo::records`]), so
+//! the key is an index: one array of slots per (ISP, coverage, family) in use,
+//! a slot per record, no hashing and no eviction. A slot names one of the
+//! distinct rankings, which are few (clients in a region share their nearest
+//! POPs, and the coordinates are not part of a ranking), so that array stays in
+//! the CPU's cache: a hit reads one slot and one ranking, both without a lock.
 //!
 //! The cache belongs to the snapshots it is right for: a reload that changes the
 //! POPs, weights, ISPs or databases starts with an empty one, so nothing stale can
 //! be served; one that changes none of them keeps it (`Snapshot::keep_rankings_of`).
 
-use quick_cache::sync::Cache;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Mutex, OnceLock};
 
 use crate::config::{Coverage, IspId, PopId};
-use crate::geo::{Code, Coordinates};
+use crate::geo::Code;
 
-/// Entries kept: distinct (City record, ISP, coverage, family) keys. GeoLite2 City
-/// has on the order of 100k records, most of them rarely asked for; an entry is
-/// under 100 bytes with the cache's own bookkeeping, so this is about 10 MiB at
-/// most, next to the 60 MiB City database it saves work on.
-pub const RANKING_CACHE_ENTRIES: usize = 131_072;
+use super::Family;
 
 /// POPs kept per ranking, best first. A decision needs three usable ones; when
 /// health has taken so many of these out that fewer than three remain, the
 /// decision scans every POP as if uncached.
 pub const RANKED_POPS: usize = 8;
 
+/// Coverage regions and address families: the other dimensions of the slot
+/// arrays (see `slots_index`).
+const COVERAGES: usize = 3;
+const FAMILIES: usize = 2;
+
 /// Cached rankings of one snapshot.
-// quick_cache rather than a map behind a lock or moka: it is bounded, sharded
-// (readers on different shards never touch the same lock), evicts by S3-FIFO (a
-// scan of one-off clients cannot flush the popular records), runs no background
-// threads, and keeps a few-word value with little overhead; moka's sync cache
-// brings housekeeping threads and more memory per entry than this value needs.
 pub struct RankingCache {
-    entries: Cache<Key, Ranking>,
+    /// City records numbered, the length of every slot array.
+    records: usize,
+    /// Slot arrays by (ISP or none, coverage, family), made on first use: with
+    /// many ISPs most combinations are never asked for. A slot holds 0 (nothing
+    /// cached) or one more than the index of its ranking in `rankings`.
+    slots: Box<[OnceLock<Box<[AtomicU32]>>]>,
+    /// The distinct rankings, appended to by fills while readers index them.
+    rankings: boxcar::Vec<Ranking>,
+    /// Each distinct ranking's index in `rankings`; only fills take the lock.
+    distinct: Mutex<HashMap<Ranking, u32>>,
 }
 
 impl std::fmt::Debug for RankingCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RankingCache")
-            .field("entries", &self.entries.len())
+            .field("records", &self.records)
+            .field("rankings", &self.rankings.count())
             .finish()
     }
 }
 
-impl Default for RankingCache {
-    fn default() -> Self {
-        Self::new(RANKING_CACHE_ENTRIES)
-    }
-}
-
-/// What a ranking depends on.
+/// A City record's country and continent and the best POPs for it, eligible by
+/// config (admin up, in the coverage, with an address of the family), best first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Key {
-    /// Offset of the City record (`Location::city_record`).
-    pub city_record: u32,
-    /// The client's ISP, if its ASN belongs to one.
-    pub isp: Option<IspId>,
-    /// The domain's coverage region (POPs outside it are not eligible), as
-    /// `Coverage as u8`.
-    pub coverage: u8,
-    /// The address family asked for (POPs without one are not eligible).
-    pub family: super::Family,
-}
-
-/// A City record's location fields and the best POPs for it, eligible by config
-/// (admin up, in the coverage, with an address of the family), best first.
-#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Ranking {
-    pub coordinates: Option<Coordinates>,
+    /// Whether the record has coordinates: the POPs were scored. Without, the
+    /// order is empty and overrides or the fallback decide.
+    pub located: bool,
     pub country: Option<Code>,
     pub continent: Option<Code>,
     order: [PopId; RANKED_POPS],
@@ -84,55 +81,108 @@ pub struct Ranking {
 }
 
 impl RankingCache {
-    /// An empty cache holding up to `entries` rankings.
-    pub fn new(entries: usize) -> Self {
+    /// An empty cache for a City database of `records` numbered records and a
+    /// config of `isps` ISPs.
+    pub fn new(records: usize, isps: usize) -> Self {
         Self {
-            entries: Cache::new(entries.max(1)),
+            records,
+            slots: (0..(isps + 1) * COVERAGES * FAMILIES)
+                .map(|_| OnceLock::new())
+                .collect(),
+            rankings: boxcar::Vec::new(),
+            distinct: Mutex::default(),
         }
     }
 
-    /// The ranking for `key`, if cached.
-    pub fn get(&self, key: &Key) -> Option<Ranking> {
-        self.entries.get(key)
+    /// The ranking cached for City record number `record`, the client's ISP, the
+    /// domain's coverage and the family asked for.
+    #[inline]
+    pub fn get(
+        &self,
+        record: u32,
+        isp: Option<IspId>,
+        coverage: Coverage,
+        family: Family,
+    ) -> Option<Ranking> {
+        let slots = self.slots.get(slots_index(isp, coverage, family))?.get()?;
+        // Acquire: pairs with the fill's release, though the ranking it names was
+        // published by the append before it.
+        let slot = slots.get(record as usize)?.load(Ordering::Acquire);
+        let index = slot.checked_sub(1)?;
+        self.rankings.get(index as usize).copied()
     }
 
-    /// Keeps a ranking.
-    pub fn insert(&self, key: Key, ranking: Ranking) {
-        self.entries.insert(key, ranking);
+    /// Keeps `ranking` for the key [`RankingCache::get`] takes; a record number
+    /// out of range (unnumbered) is not kept.
+    pub fn insert(
+        &self,
+        record: u32,
+        isp: Option<IspId>,
+        coverage: Coverage,
+        family: Family,
+        ranking: Ranking,
+    ) {
+        let records = self.records;
+        let Some(slots) = self.slots.get(slots_index(isp, coverage, family)) else {
+            return;
+        };
+        if record as usize >= records {
+            return;
+        }
+        let index = {
+            let mut distinct = self.distinct.lock().unwrap_or_else(|e| e.into_inner());
+            *distinct
+                .entry(ranking)
+                .or_insert_with(|| self.rankings.push(ranking) as u32)
+        };
+        let slots = slots.get_or_init(|| zeroed_slots(records));
+        slots[record as usize].store(index + 1, Ordering::Release);
     }
 
-    /// Rankings held.
+    /// Distinct rankings held.
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.rankings.count()
     }
 
     /// Whether nothing is cached.
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.rankings.is_empty()
     }
 }
 
-impl Key {
-    /// The key of a located client's ranking for a domain's coverage and a family.
-    pub fn new(
-        city_record: u32,
-        isp: Option<IspId>,
-        coverage: Coverage,
-        family: super::Family,
-    ) -> Self {
-        Self {
-            city_record,
-            isp,
-            coverage: coverage as u8,
-            family,
-        }
-    }
+/// Where the slots of a key are in [`RankingCache::slots`]; past its end for an
+/// ISP the cache was not made for.
+fn slots_index(isp: Option<IspId>, coverage: Coverage, family: Family) -> usize {
+    let isp = isp.map_or(0, |id| usize::from(id.0) + 1);
+    // Spelled out, so that a new coverage or family fails to compile here rather
+    // than index another key's slots.
+    let coverage = match coverage {
+        Coverage::Global => 0,
+        Coverage::MainlandChina => 1,
+        Coverage::GlobalExcludingMainlandChina => 2,
+    };
+    let family = match family {
+        Family::V4 => 0,
+        Family::V6 => 1,
+    };
+    (isp * COVERAGES + coverage) * FAMILIES + family
+}
+
+/// `len` slots holding 0, from zeroed memory: the allocator maps fresh pages for
+/// an array this size, and only those a fill writes become resident (slots for
+/// an ISP's clients, all in a few countries, take a few pages of the array).
+fn zeroed_slots(len: usize) -> Box<[AtomicU32]> {
+    let zeros = vec![0_u32; len].into_boxed_slice();
+    // SAFETY: `AtomicU32` has the same size, alignment and bit validity as `u32`
+    // (its documentation guarantees it), so the allocation is a valid
+    // `[AtomicU32]` of the same length, and the box frees it with the same layout.
+    unsafe { Box::from_raw(Box::into_raw(zeros) as *mut [AtomicU32]) }
 }
 
 impl Ranking {
     /// A ranking from location fields and the scored eligible POPs, in any order.
     pub(super) fn new(
-        coordinates: Option<Coordinates>,
+        located: bool,
         country: Option<Code>,
         continent: Option<Code>,
         mut scored: Vec<(f64, PopId)>,
@@ -151,7 +201,7 @@ impl Ranking {
             *slot = *id;
         }
         Self {
-            coordinates,
+            located,
             country,
             continent,
             order,
@@ -330,8 +380,7 @@ mod tests {
         let config = world(&mut draw);
         let geo = geodata(&mut draw);
         let router = Router::new(&config, &geo);
-        // Small, so that entries are evicted and recomputed along the way.
-        let cache = RankingCache::new(64);
+        let cache = RankingCache::new(geo.city_records(), config.isps.len());
         let mut scored = 0;
         for _ in 0..400 {
             let live = live_view(&mut draw, config.pops.len());
@@ -363,9 +412,49 @@ mod tests {
     }
 
     #[test]
+    fn records_share_their_ranking_and_keys_stay_apart() {
+        let cache = RankingCache::new(1_000, 2);
+        let near = Ranking::new(true, None, None, vec![(1.0, PopId(0)), (2.0, PopId(1))]);
+        let far = Ranking::new(true, None, None, vec![(1.0, PopId(1)), (2.0, PopId(0))]);
+        for record in 0..1_000 {
+            cache.insert(record, None, Coverage::Global, Family::V4, near);
+        }
+        // A thousand records, one distinct ranking.
+        assert_eq!(cache.len(), 1);
+        cache.insert(7, Some(IspId(1)), Coverage::Global, Family::V4, far);
+        cache.insert(8, None, Coverage::MainlandChina, Family::V6, far);
+        assert_eq!(cache.len(), 2);
+        let get = |record, isp, coverage, family| cache.get(record, isp, coverage, family);
+        assert_eq!(get(7, None, Coverage::Global, Family::V4), Some(near));
+        assert_eq!(
+            get(7, Some(IspId(1)), Coverage::Global, Family::V4),
+            Some(far)
+        );
+        assert_eq!(get(7, Some(IspId(0)), Coverage::Global, Family::V4), None);
+        assert_eq!(get(7, None, Coverage::Global, Family::V6), None);
+        assert_eq!(get(8, None, Coverage::MainlandChina, Family::V6), Some(far));
+        assert_eq!(
+            get(8, None, Coverage::GlobalExcludingMainlandChina, Family::V6),
+            None
+        );
+        // An unnumbered record, or an ISP the cache was not made for, is not kept.
+        cache.insert(1_000, None, Coverage::Global, Family::V4, far);
+        cache.insert(
+            crate::geo::records::UNNUMBERED,
+            None,
+            Coverage::Global,
+            Family::V4,
+            far,
+        );
+        cache.insert(3, Some(IspId(2)), Coverage::Global, Family::V4, far);
+        assert_eq!(get(1_000, None, Coverage::Global, Family::V4), None);
+        assert_eq!(get(3, Some(IspId(2)), Coverage::Global, Family::V4), None);
+    }
+
+    #[test]
     fn a_short_order_defers_to_a_scan() {
         let scored: Vec<(f64, PopId)> = (0..20).map(|i| (f64::from(20 - i), PopId(i))).collect();
-        let ranking = Ranking::new(None, None, None, scored);
+        let ranking = Ranking::new(true, None, None, scored);
         // Best first, ties to the POP listed first.
         assert_eq!(
             ranking.first_three(|_| true),
@@ -374,7 +463,7 @@ mod tests {
         // Only two of the eight kept are usable: cannot tell without a scan.
         assert_eq!(ranking.first_three(|id| id.0 >= 18), None);
         // An order holding every eligible POP answers whatever the health.
-        let complete = Ranking::new(None, None, None, vec![(1.0, PopId(4)), (1.0, PopId(2))]);
+        let complete = Ranking::new(true, None, None, vec![(1.0, PopId(4)), (1.0, PopId(2))]);
         assert_eq!(
             complete.first_three(|_| true),
             Some([Some(PopId(2)), Some(PopId(4)), None])

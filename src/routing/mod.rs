@@ -34,7 +34,7 @@ use crate::config::{
 };
 use crate::geo::{Code, GeoDb, Location, subnet_cache};
 use crate::health::LiveView;
-use cache::{Key, Ranking, RankingCache};
+use cache::{Ranking, RankingCache};
 use distance::Point;
 use isp_ranges::{Ipv4IspRanges, Ipv6IspRanges};
 
@@ -169,6 +169,13 @@ pub struct Shed {
 /// The three best POPs, best first: the third becomes the runner-up of a client
 /// shed from the first.
 type Ranked = [Option<PopId>; 3];
+
+/// A cached ranking for a decision, and the databases to find the client's
+/// coordinates in should health leave too few of its POPs for a decision.
+struct Cached<'a> {
+    ranking: Ranking,
+    geo: &'a GeoDb,
+}
 
 /// How a POP stands with the client's ISP.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -363,16 +370,20 @@ impl Router {
             // fallback decide.
             return self.decide_with(&location, isp, None, domain, family, client, live);
         };
-        let key = Key::new(city_record, isp.isp, domain.coverage, family);
-        let ranking = cache.get(&key).unwrap_or_else(|| {
-            let ranking = self.ranking(&geo.locate(client.addr), isp.isp, domain, family);
-            cache.insert(key, ranking);
-            ranking
-        });
-        location.coordinates = ranking.coordinates;
+        let ranking = match cache.get(city_record, isp.isp, domain.coverage, family) {
+            Some(ranking) => ranking,
+            None => {
+                let located = geo.locate(client.addr);
+                let ranking = self.ranking(&located, isp.isp, domain, family);
+                cache.insert(city_record, isp.isp, domain.coverage, family, ranking);
+                location.coordinates = located.coordinates;
+                ranking
+            }
+        };
         location.country = ranking.country;
         location.continent = ranking.continent;
-        self.decide_with(&location, isp, Some(&ranking), domain, family, client, live)
+        let cached = Cached { ranking, geo };
+        self.decide_with(&location, isp, Some(&cached), domain, family, client, live)
     }
 
     /// The ranking of POPs eligible by config for a located client, to cache.
@@ -396,7 +407,7 @@ impl Router {
             None => Vec::new(),
         };
         Ranking::new(
-            location.coordinates,
+            location.coordinates.is_some(),
             location.country,
             location.continent,
             scored,
@@ -422,7 +433,7 @@ impl Router {
         &self,
         location: &Location,
         isp: ClientIsp,
-        cached: Option<&Ranking>,
+        cached: Option<&Cached<'_>>,
         domain: &Domain,
         family: Family,
         client: &Client,
@@ -507,7 +518,7 @@ impl Router {
         &self,
         location: &Location,
         client_isp: Option<IspId>,
-        cached: Option<&Ranking>,
+        cached: Option<&Cached<'_>>,
         domain: &Domain,
         family: Family,
         client: &Client,
@@ -530,13 +541,29 @@ impl Router {
             && let Some(picked) = first_three(list, eligible)
         {
             (picked, Basis::ContinentOverride { continent })
+        } else if let Some(cached) = cached {
+            if !cached.ranking.located {
+                (self.fallback_three(client_isp, eligible), Basis::Fallback)
+            } else if let Some(ranked) = cached.ranking.first_three(eligible) {
+                // The cached order holds the config-eligible POPs best first, so
+                // the first three of it that pass `eligible` are what a scan would
+                // find, unless it was cut short before three passed.
+                (ranked, Basis::Score)
+            } else {
+                // A hit holds no coordinates: the record has them.
+                let coordinates = location
+                    .coordinates
+                    .or_else(|| cached.geo.locate(client.addr).coordinates);
+                match coordinates {
+                    Some(c) => (
+                        self.best_three(&Point::new(c), client_isp, eligible),
+                        Basis::Score,
+                    ),
+                    None => (self.fallback_three(client_isp, eligible), Basis::Fallback),
+                }
+            }
         } else if let Some(coordinates) = location.coordinates {
-            // The cached order holds the config-eligible POPs best first, so the
-            // first three of it that pass `eligible` are what a scan would find,
-            // unless it was cut short before three passed.
-            let ranked = cached
-                .and_then(|ranking| ranking.first_three(eligible))
-                .unwrap_or_else(|| self.best_three(&Point::new(coordinates), client_isp, eligible));
+            let ranked = self.best_three(&Point::new(coordinates), client_isp, eligible);
             (ranked, Basis::Score)
         } else {
             (self.fallback_three(client_isp, eligible), Basis::Fallback)
@@ -597,9 +624,9 @@ impl Router {
         }
     }
 
-    /// The three best-scoring eligible POPs; ties go to the POP listed first.
-    // TODO-performance: a scan of every POP per query; cache rankings per
-    // (City record, ISP) once POP counts reach thousands.
+    /// The three best-scoring eligible POPs; ties go to the POP listed first. A
+    /// scan of every POP: the answer path reaches it only where no cached
+    /// ranking serves (a miss fills the cache with a scan of its own).
     fn best_three(
         &self,
         point: &Point,
