@@ -368,7 +368,13 @@ impl Database {
         let ipv4 = Ipv4Table::city(&reader, &mut numbering);
         let mut db = Self::with_table(reader, ipv4, name, started);
         let started = Instant::now();
-        db.ipv6 = ipv6_table(Ipv6Table::city(&db.reader, &mut numbering), name, started);
+        let ipv6 = Ipv6Table::city(&db.reader, &mut numbering);
+        let compiled =
+            db.ipv4.is_some() && matches!(ipv6, Ok(_) | Err(table6::Ipv6TableError::NoIpv6Tree));
+        db.ipv6 = ipv6_table(ipv6, name, started);
+        if !compiled {
+            records::number_every_record(&db.reader, &mut numbering);
+        }
         db.numbers = numbering.finish();
         tracing::info!(
             database = %name.display(),

@@ -7,6 +7,10 @@
 //! The tree walk, which finds a record by its offset, looks the number up here.
 
 use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use ipnetwork::IpNetwork;
+use maxminddb::{Reader, WithinOptions};
 
 /// A record the walk found that has no number: its database's tables could not be
 /// compiled, so nothing numbered its records. Never a valid number (an array of
@@ -36,6 +40,33 @@ impl Numbering {
         by_offset.sort_unstable();
         RecordNumbers {
             by_offset: by_offset.into_boxed_slice(),
+        }
+    }
+}
+
+/// Numbers every record `reader`'s tree reaches, walking all its networks. For a
+/// database whose tables could not be compiled (their compilation numbered part
+/// of its records, or none): rankings are then still kept per record, where
+/// without a number every decision for the record would score every POP. A
+/// damaged tree is numbered up to its first unreadable node.
+pub fn number_every_record<S: AsRef<[u8]>>(reader: &Reader<S>, numbering: &mut Numbering) {
+    let unspecified = if reader.metadata().ip_version == 6 {
+        IpAddr::V6(Ipv6Addr::UNSPECIFIED)
+    } else {
+        IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+    };
+    let Ok(every) = IpNetwork::new(unspecified, 0) else {
+        return;
+    };
+    let Ok(networks) = reader.within(every, WithinOptions::default()) else {
+        return;
+    };
+    for result in networks {
+        let Ok(result) = result else {
+            break;
+        };
+        if let Some(offset) = result.offset() {
+            numbering.number(offset);
         }
     }
 }
@@ -72,6 +103,43 @@ impl RecordNumbers {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::geo::GeoDb;
+    use crate::geo::build::{CityEntry, Source};
+
+    #[test]
+    fn a_walk_numbers_the_records_the_tables_do() {
+        // Networks at both ends of the IPv6 space and in the IPv4 subtree, a
+        // record narrower than a /64 among them.
+        let networks = [
+            "10.0.0.0/8",
+            "2001:db8::/32",
+            "2001:db8:0:1::1/128",
+            "fd00::/8",
+        ];
+        let cities = networks
+            .iter()
+            .enumerate()
+            .map(|(i, network)| CityEntry {
+                network: network.parse().expect("network"),
+                city: Some(format!("City {i}")),
+                country: "DE".into(),
+                continent: "EU".into(),
+                latitude: Some(f64::from(i as u8)),
+                longitude: Some(8.0),
+            })
+            .collect();
+        let source = Source {
+            cities,
+            asns: Vec::new(),
+        };
+        let city = source.city_database().expect("City database");
+        let geo = GeoDb::from_bytes(Some(city.clone()), None).expect("database");
+        let mut numbering = Numbering::default();
+        number_every_record(&Reader::from_source(city).expect("reader"), &mut numbering);
+        let walked = numbering.finish();
+        assert_eq!(walked.len(), networks.len());
+        assert_eq!(geo.city_records(), networks.len());
+    }
 
     #[test]
     fn numbers_are_dense_stable_and_found_by_offset() {
