@@ -89,7 +89,7 @@ pub struct Location {
     /// Prefix length of the ASN database network holding the address (found or not).
     pub asn_prefix: u8,
     /// Number of the City record (below [`GeoDb::city_records`], or
-    /// [`records::UNNUMBERED`] if its database could not be compiled): addresses
+    /// [`records::UNNUMBERED`] if its database could not be read whole): addresses
     /// with the same record share every location field, so rankings can be kept
     /// per record rather than per address.
     pub city_record: Option<u32>,

@@ -12,9 +12,10 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use ipnetwork::IpNetwork;
 use maxminddb::{Reader, WithinOptions};
 
-/// A record the walk found that has no number: its database's tables could not be
-/// compiled, so nothing numbered its records. Never a valid number (an array of
-/// 2^32 - 1 records would not fit the data section it is drawn from).
+/// A record the walk found that has no number: its database's tree is damaged
+/// before it (neither the tables' compilation nor the walk of every network that
+/// follows a failed one got that far), or its data lies past 4 GiB. Never a
+/// valid number (2^32 - 1 records would not fit the data section they come from).
 pub const UNNUMBERED: u32 = u32::MAX;
 
 /// Hands out record numbers during compilation.
