@@ -329,6 +329,14 @@ impl GeoDb {
         description
     }
 
+    /// The coordinates of `ip`'s City record, by a walk of the City tree alone
+    /// (for a decision that has the rest of the location already).
+    pub fn coordinates(&self, ip: IpAddr) -> Option<Coordinates> {
+        let mut location = Location::default();
+        self.city.as_ref()?.walk_city(ip, true, &mut location);
+        location.coordinates
+    }
+
     /// How many City records are numbered: every `Location::city_record` but
     /// [`records::UNNUMBERED`] is below it.
     pub fn city_records(&self) -> usize {

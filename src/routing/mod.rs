@@ -553,7 +553,7 @@ impl Router {
                 // A hit holds no coordinates: the record has them.
                 let coordinates = location
                     .coordinates
-                    .or_else(|| cached.geo.locate(client.addr).coordinates);
+                    .or_else(|| cached.geo.coordinates(client.addr));
                 match coordinates {
                     Some(c) => (
                         self.best_three(&Point::new(c), client_isp, eligible),
