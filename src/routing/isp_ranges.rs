@@ -4,9 +4,9 @@
 //! A decision reads the client's ISP, not its ASN. Mapped to the ISPs of a
 //! config, with adjacent ranges of the same ISP (or of none) merged, the ASN
 //! database's 690,000 IPv4 ranges shrink to a few thousand (11,025 for the three
-//! ISPs of `examples/world`, 82 KB with the index): small enough to stay in the
+//! ISPs of `examples/world`, 70 KB with the index): small enough to stay in the
 //! CPU cache, where the ASN table's 5 MB missed it on nearly every query. Its
-//! 565,000 IPv6 ranges shrink likewise (to 2,064, 37 KB, where the ASN table's
+//! 565,000 IPv6 ranges shrink likewise (to 2,064, 22 KB, where the ASN table's
 //! IPv6 part is 3.7 MB), keyed by an address's top 64 bits as that table is; the
 //! ranges it leaves to the tree walk (split /64s, IPv4 aliases) stay ranges of
 //! an unknown ISP, for which the caller looks the ASN up as before.
@@ -16,10 +16,9 @@
 //! block is at least the ASN database's network, often wider: the networks of
 //! one AS, or of ASes no ISP names, sit side by side.
 
-use std::fmt::Debug;
 use std::net::{Ipv4Addr, Ipv6Addr};
-use std::ops::BitXor;
 
+use super::ranges::{RangeKey, Ranges};
 use crate::config::IspId;
 
 /// The IPv4 space cut into ranges of one ISP each (or of none).
@@ -31,68 +30,13 @@ pub type Ipv6IspRanges = IspRanges<u64>;
 /// A key space cut into ranges of one ISP each, of none, or of an unknown one.
 #[derive(Debug, Clone)]
 pub struct IspRanges<K> {
-    /// For each value of a key's top [`INDEX_BITS`] bits, the range holding the
-    /// first key with them; one more entry at the end, the last range.
-    index: Box<[u32]>,
-    /// The first key of each range, ascending; the first is 0.
-    starts: Box<[K]>,
     /// Each range's ISP: [`IspId`]'s number (a config has far fewer than
     /// 65,534 ISPs), [`NO_ISP`] or [`UNKNOWN`].
-    isps: Box<[u16]>,
+    ranges: Ranges<K>,
 }
 
-/// Bits of the key the index is keyed by: 4,097 entries, 16 KB.
-const INDEX_BITS: u32 = 12;
 const NO_ISP: u16 = u16::MAX;
 const UNKNOWN: u16 = u16::MAX - 1;
-
-/// What ranges are keyed by: an IPv4 address, or the top 64 bits of an IPv6 one.
-pub trait RangeKey: Copy + Ord + Debug + BitXor<Output = Self> {
-    /// The first key.
-    const ZERO: Self;
-    /// The last key.
-    const MAX: Self;
-    /// The key's top [`INDEX_BITS`] bits.
-    fn bucket(self) -> usize;
-    /// The first key whose top bits are `bucket`.
-    fn bucket_first(bucket: usize) -> Self;
-    /// The number of leading zero bits.
-    fn leading_zeros(self) -> u32;
-    /// The key before this one, if any.
-    fn before(self) -> Option<Self>;
-    /// The key after this one, if any.
-    fn after(self) -> Option<Self>;
-}
-
-macro_rules! range_key {
-    ($($key:ty),*) => {$(
-        impl RangeKey for $key {
-            const ZERO: Self = 0;
-            const MAX: Self = <$key>::MAX;
-            #[inline]
-            fn bucket(self) -> usize {
-                (self >> (<$key>::BITS - INDEX_BITS)) as usize
-            }
-            fn bucket_first(bucket: usize) -> Self {
-                (bucket as $key) << (<$key>::BITS - INDEX_BITS)
-            }
-            #[inline]
-            fn leading_zeros(self) -> u32 {
-                <$key>::leading_zeros(self)
-            }
-            #[inline]
-            fn before(self) -> Option<Self> {
-                self.checked_sub(1)
-            }
-            #[inline]
-            fn after(self) -> Option<Self> {
-                self.checked_add(1)
-            }
-        }
-    )*};
-}
-
-range_key!(u32, u64);
 
 impl<K: RangeKey> IspRanges<K> {
     /// Compiles ranges that tile the key space in order, each given as its first
@@ -103,41 +47,15 @@ impl<K: RangeKey> IspRanges<K> {
         ranges: impl IntoIterator<Item = (K, Option<Option<u32>>)>,
         isp_of: impl Fn(u32) -> Option<IspId>,
     ) -> Self {
-        let mut starts = vec![K::ZERO];
-        let mut isps = vec![NO_ISP];
-        for (start, asn) in ranges {
+        let ranges = ranges.into_iter().map(|(start, asn)| {
             let isp = match asn {
                 Some(asn) => asn.and_then(&isp_of).map_or(NO_ISP, |id| id.0),
                 None => UNKNOWN,
             };
-            if isps.last() == Some(&isp) {
-                continue;
-            }
-            if starts.last() == Some(&start) {
-                // Only the first range can start where the one before it did.
-                isps.pop();
-                starts.pop();
-                if isps.last() == Some(&isp) {
-                    continue;
-                }
-            }
-            starts.push(start);
-            isps.push(isp);
-        }
-        let index = (0..=1usize << INDEX_BITS)
-            .map(|block| {
-                let first = if block == 1 << INDEX_BITS {
-                    K::MAX
-                } else {
-                    K::bucket_first(block)
-                };
-                (starts.partition_point(|&s| s <= first) - 1) as u32
-            })
-            .collect();
+            (start, isp)
+        });
         Self {
-            index,
-            starts: starts.into_boxed_slice(),
-            isps: isps.into_boxed_slice(),
+            ranges: Ranges::new(ranges, NO_ISP),
         }
     }
 
@@ -146,36 +64,40 @@ impl<K: RangeKey> IspRanges<K> {
     /// is not known.
     #[inline]
     pub fn get_key(&self, key: K) -> Option<(Option<IspId>, u8)> {
-        let block = key.bucket();
-        // The ranges holding the block's keys are `from..=to`: `to` holds the
-        // next block's first key, and may start there.
-        let (from, to) = (self.index[block] as usize, self.index[block + 1] as usize);
-        let at = from + self.starts[from + 1..=to].partition_point(|&s| s <= key);
-        let isp = self.isps[at];
-        if isp == UNKNOWN {
-            return None;
+        let (isp, prefix) = self.ranges.get(key);
+        match isp {
+            UNKNOWN => None,
+            NO_ISP => Some((None, prefix)),
+            isp => Some((Some(IspId(isp)), prefix)),
         }
-        let first = self.starts[at];
-        let last = self.starts.get(at + 1).and_then(|next| next.before());
-        Some((
-            (isp != NO_ISP).then_some(IspId(isp)),
-            widest_block(key, first, last.unwrap_or(K::MAX)),
-        ))
+    }
+
+    /// Every range in order, as its first key and ISP: `Some(None)` for none,
+    /// `None` if not known.
+    pub fn iter(&self) -> impl Iterator<Item = (K, Option<Option<IspId>>)> + '_ {
+        self.ranges.iter().map(|(start, isp)| {
+            let isp = match isp {
+                UNKNOWN => None,
+                NO_ISP => Some(None),
+                isp => Some(Some(IspId(isp))),
+            };
+            (start, isp)
+        })
     }
 
     /// How many ranges there are.
     pub fn len(&self) -> usize {
-        self.starts.len()
+        self.ranges.len()
     }
 
     /// Whether there are none; never, since the ranges cover the key space.
     pub fn is_empty(&self) -> bool {
-        self.starts.is_empty()
+        self.ranges.is_empty()
     }
 
     /// Heap bytes held.
     pub fn heap_bytes(&self) -> usize {
-        size_of_val(&*self.index) + size_of_val(&*self.starts) + size_of_val(&*self.isps)
+        self.ranges.heap_bytes()
     }
 }
 
@@ -209,20 +131,6 @@ impl IspRanges<u64> {
     pub fn get(&self, addr: Ipv6Addr) -> Option<(Option<IspId>, u8)> {
         self.get_key((u128::from(addr) >> 64) as u64)
     }
-}
-
-/// The prefix length of the widest aligned block holding `key` inside
-/// `first..=last` (which holds `key`): it must leave out the keys just outside
-/// either end, so it is one bit longer than `key`'s common prefix with each of
-/// them.
-fn widest_block<K: RangeKey>(key: K, first: K, last: K) -> u8 {
-    let below = first
-        .before()
-        .map_or(0, |outside| (key ^ outside).leading_zeros() + 1);
-    let above = last
-        .after()
-        .map_or(0, |outside| (key ^ outside).leading_zeros() + 1);
-    below.max(above) as u8
 }
 
 #[cfg(test)]

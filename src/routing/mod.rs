@@ -21,6 +21,7 @@
 pub mod cache;
 pub mod distance;
 pub mod isp_ranges;
+pub mod ranges;
 
 use rustc_hash::FxHashMap;
 use std::net::IpAddr;
