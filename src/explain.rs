@@ -182,9 +182,9 @@ pub fn explain(snapshot: &Snapshot, query: &Query) -> Result<Explanation, Explai
     let location = snapshot.geo.locate(client.addr);
     let isp = snapshot.router.client_isp(client.addr, &location);
     let live = snapshot.live.load();
-    let decision = snapshot
-        .router
-        .decide_at(&location, domain, query.family, &client, &live);
+    // The decision the answer path makes, scope included (which the ranges by
+    // address may widen beyond the networks `location` was found in).
+    let decision = snapshot.decide(domain_id, query.family, &client);
 
     let mut pops: Vec<PopView> = snapshot
         .router

@@ -282,10 +282,7 @@ fn build(current: &Snapshot, served: &Sources) -> (Result<Snapshot, ConfigError>
     warn_of_restart_settings(&current.config, &config);
     let snapshot =
         if config.geodata == current.config.geodata && attempted.same_geodata(served, &config) {
-            Snapshot::with_geo(config, Arc::clone(&current.geo)).map(|mut snapshot| {
-                snapshot.keep_rankings_of(current);
-                snapshot
-            })
+            Snapshot::with_geo_after(config, Arc::clone(&current.geo), current)
         } else {
             Snapshot::load(config)
         };

@@ -5,6 +5,7 @@
 
 use rustc_hash::FxHashMap;
 use std::sync::Arc;
+use std::time::Instant;
 
 use arc_swap::ArcSwap;
 use hickory_proto::rr::Name;
@@ -13,6 +14,7 @@ use crate::config::{Config, ConfigError, Domain, Problem};
 use crate::geo::GeoDb;
 use crate::health::LiveView;
 use crate::routing::cache::RankingCache;
+use crate::routing::range_rankings::{MAX_POP_COLUMNS, RangeRankings};
 use crate::routing::{Client, Decision, Family, Router};
 use crate::zone::{Conflict, Zone};
 
@@ -35,7 +37,7 @@ pub struct Snapshot {
     /// only by the health keeper (`health::Health`), loaded once per decision.
     pub live: ArcSwap<LiveView>,
     /// Rankings per client location: this snapshot's own, or its predecessor's
-    /// when nothing they are computed from changed (`keep_rankings_of`).
+    /// when nothing they are computed from changed (`with_geo_after`).
     pub rankings: Arc<RankingCache>,
     /// Served name (lower-case wire form) → domain.
     /// Probed for every query's name: hashed with Fx, not SipHash (the keys come
@@ -68,8 +70,26 @@ impl Snapshot {
         Self::with_geo(config, Arc::new(geo))
     }
 
-    /// Builds with geo databases already open (a reload that did not touch them).
+    /// Builds with geo databases already open.
     pub fn with_geo(config: Config, geo: Arc<GeoDb>) -> Result<Self, ConfigError> {
+        Self::assemble(config, geo, None)
+    }
+
+    /// Builds for a reload that kept `previous`'s geo databases, sharing its
+    /// rankings when they hold for the new config too (`rankings_hold_for`).
+    pub fn with_geo_after(
+        config: Config,
+        geo: Arc<GeoDb>,
+        previous: &Snapshot,
+    ) -> Result<Self, ConfigError> {
+        Self::assemble(config, geo, Some(previous))
+    }
+
+    fn assemble(
+        config: Config,
+        geo: Arc<GeoDb>,
+        previous: Option<&Snapshot>,
+    ) -> Result<Self, ConfigError> {
         let mut problems = Vec::new();
         let mut zones = Vec::new();
         for source in &config.zones {
@@ -136,7 +156,10 @@ impl Snapshot {
             return Err(problems.into());
         }
         let router = Router::new(&config, &geo);
-        let rankings = Arc::new(RankingCache::new(geo.city_records(), config.isps.len()));
+        let rankings = match previous.filter(|p| p.rankings_hold_for(&config, &geo)) {
+            Some(previous) => Arc::clone(&previous.rankings),
+            None => Arc::new(rankings(&config, &router, &geo)),
+        };
         let live = ArcSwap::from_pointee(LiveView::all_static(config.pops.len()));
         Ok(Self {
             config,
@@ -150,21 +173,27 @@ impl Snapshot {
         })
     }
 
-    /// Shares `previous`'s cached rankings when they hold for this snapshot too:
-    /// the same open geo databases (the key is a City record's number) and the
-    /// same POPs, ISPs and scoring weights, all a ranking is computed from (the
-    /// coverage and family are in the key; health is applied per query). At
-    /// thousands of POPs a ranking costs about 100 µs to compute, so a reload that
-    /// changed none of these (a zone, a domain, health settings) would otherwise
-    /// answer slowly for many seconds while the rankings came back.
-    pub fn keep_rankings_of(&mut self, previous: &Snapshot) {
-        if Arc::ptr_eq(&self.geo, &previous.geo)
-            && self.config.pops == previous.config.pops
-            && self.config.isps == previous.config.isps
-            && self.config.scoring == previous.config.scoring
-        {
-            self.rankings = Arc::clone(&previous.rankings);
-        }
+    /// Whether this snapshot's rankings hold for `config` over `geo` too: the
+    /// same open geo databases (the key is a City record's number, or an address
+    /// range of its tables) and the same POPs, ISPs and scoring weights, all a
+    /// ranking is computed from, and the same coverages, for which the ranges by
+    /// address were built (health is applied per query). At thousands of POPs a
+    /// ranking costs about 100 µs to compute, and the ranges by address take
+    /// about a second to build at tens of POPs, so a reload that changed none of
+    /// these (a zone, a TTL, health settings) keeps them.
+    fn rankings_hold_for(&self, config: &Config, geo: &Arc<GeoDb>) -> bool {
+        let coverages = |c: &Config| {
+            let mut used = [false; 3];
+            for domain in &c.domains {
+                used[domain.coverage as usize] = true;
+            }
+            used
+        };
+        Arc::ptr_eq(&self.geo, geo)
+            && self.config.pops == config.pops
+            && self.config.isps == config.isps
+            && self.config.scoring == config.scoring
+            && coverages(&self.config) == coverages(config)
     }
 
     /// The most specific zone holding `name`.
@@ -219,6 +248,30 @@ impl Snapshot {
     }
 }
 
+/// A snapshot's ranking cache, with the rankings by IPv4 address range where
+/// they can be built.
+fn rankings(config: &Config, router: &Router, geo: &GeoDb) -> RankingCache {
+    let cache = RankingCache::new(geo.city_records(), config.isps.len());
+    let began = Instant::now();
+    let coverages = config.domains.iter().map(|d| d.coverage);
+    match RangeRankings::build(router, geo, coverages, MAX_POP_COLUMNS) {
+        Ok(by_range) => {
+            tracing::info!(
+                ranges = by_range.len(),
+                rankings = by_range.rankings(),
+                bytes = by_range.heap_bytes(),
+                took_ms = began.elapsed().as_millis() as u64,
+                "rankings by address range built"
+            );
+            cache.with_ranges(by_range)
+        }
+        Err(why) => {
+            tracing::info!(%why, "rankings by address range not built; ranking per City record");
+            cache
+        }
+    }
+}
+
 /// A name in lower-case DNS wire form (length-prefixed labels, root last), the key
 /// the UDP fast path can build straight from a packet.
 pub fn wire_lower(name: &Name) -> Box<[u8]> {
@@ -244,8 +297,7 @@ mod tests {
         let kept = |change: fn(&mut Config), geo: &Arc<GeoDb>| {
             let mut config = first.config.clone();
             change(&mut config);
-            let mut next = Snapshot::with_geo(config, Arc::clone(geo)).expect("snapshot");
-            next.keep_rankings_of(&first);
+            let next = Snapshot::with_geo_after(config, Arc::clone(geo), &first).expect("snapshot");
             Arc::ptr_eq(&next.rankings, &first.rankings)
         };
         assert!(kept(|_| {}, &first.geo));

@@ -7,8 +7,9 @@
 //! Twice over: on the sample geodata shipped in `geodata/` (always), and on the real
 //! City and ASN databases in `../shared/geodata/` when that directory exists (CI has
 //! it; those files are not part of the product). The sample was cut from the real
-//! databases, so every sample client must get the same POP and the same ECS scope on
-//! both. The demo's embedded files are served once too.
+//! databases, so every sample client must get the same POP on both, and on the real
+//! databases a scope at least as wide as the sample's (neighbouring networks with
+//! the same ranking merge there). The demo's embedded files are served once too.
 
 mod common;
 
@@ -229,6 +230,7 @@ async fn demo_files_built_into_the_binary_serve_the_world() {
         dns: server.dns_addrs()[0],
         http: server.http_addr().expect("control plane"),
         shared: server.shared().clone(),
+        widens_scopes: false,
     };
     world
         .expect_route("Tokyo", WWW, RecordType::A, "118.156.18.0/24", "nrt", 24)
@@ -298,6 +300,9 @@ struct World {
     http: SocketAddr,
     /// The snapshot served: the POPs' addresses are read from its config.
     shared: Shared,
+    /// Whether neighbouring networks merge into wider scopes: on the real
+    /// databases, not on the sample, whose networks lie apart.
+    widens_scopes: bool,
 }
 
 /// How a query travels.
@@ -310,7 +315,10 @@ enum Transport {
 impl World {
     /// Asks for `name`/`qtype` on behalf of `subnet` over UDP and TCP, and of
     /// `/v1/explain`, and asserts every answer: NOERROR, AA, the POP's addresses of
-    /// that family, TTL 30, the ECS option echoed with `scope`.
+    /// that family, TTL 30, the ECS option echoed with `scope`, the same scope
+    /// from all three. With `widens_scopes`, a scope may be wider than `scope`
+    /// (the subnet's network), and every address of the wider block must then
+    /// get the same POP: its first and last subnets are asked too.
     async fn expect_route(
         &self,
         what: &str,
@@ -325,6 +333,7 @@ impl World {
         let expected = self.pop_addresses(pop, qtype);
         assert!(!expected.is_empty(), "{context}: {pop} has no {qtype}");
         let message = query_ecs(name, qtype, network.addr(), network.prefix_len());
+        let mut scopes = BTreeSet::new();
         for transport in [Transport::Udp, Transport::Tcp] {
             let context = format!("{context} over {transport:?}");
             let reply = self.ask(transport, &message).await;
@@ -336,8 +345,39 @@ impl World {
                 network.prefix_len(),
                 "{context}: ECS source echoed"
             );
-            assert_eq!(ecs.scope_prefix(), scope, "{context}: ECS scope");
+            scopes.insert(ecs.scope_prefix());
         }
+        assert_eq!(
+            scopes.len(),
+            1,
+            "{context}: scopes over UDP and TCP {scopes:?}"
+        );
+        let got = scopes.pop_first().unwrap_or_default();
+        if self.widens_scopes {
+            assert!(
+                got <= scope,
+                "{context}: ECS scope /{got} narrower than /{scope}"
+            );
+            let block = IpNet::new(network.addr(), got).expect("scope").trunc();
+            let ends = [block.network(), block.broadcast()].map(|end| {
+                IpNet::new(end, network.prefix_len())
+                    .expect("subnet")
+                    .trunc()
+            });
+            for end in ends {
+                let context = format!("{context}: {end} in the scope {block}");
+                let reply = self
+                    .ask(
+                        Transport::Udp,
+                        &query_ecs(name, qtype, end.addr(), end.prefix_len()),
+                    )
+                    .await;
+                self.assert_answer(&reply, &context, name, qtype, pop, &expected);
+            }
+        } else {
+            assert_eq!(got, scope, "{context}: ECS scope");
+        }
+        let scope = got;
 
         let served = name.trim_end_matches(".cdn.test.");
         let (status, body) = get(
@@ -491,7 +531,7 @@ fn loopback_overlay() -> Overlay {
 /// The reference world on the shipped sample geodata, shared by this binary's tests.
 fn sample_world() -> &'static World {
     static WORLD: OnceLock<World> = OnceLock::new();
-    WORLD.get_or_init(|| serve_in_background(loopback_overlay()))
+    WORLD.get_or_init(|| serve_in_background(loopback_overlay(), false))
 }
 
 /// The reference world on the real databases, loaded once for this binary (the City
@@ -503,11 +543,14 @@ fn real_world(test: &str) -> Option<&'static World> {
     let asn = geodata.join("ASN.mmdb");
     let world = WORLD.get_or_init(|| {
         (city.is_file() && asn.is_file()).then(|| {
-            serve_in_background(Overlay {
-                city_db: Some(city),
-                asn_db: Some(asn),
-                ..loopback_overlay()
-            })
+            serve_in_background(
+                Overlay {
+                    city_db: Some(city),
+                    asn_db: Some(asn),
+                    ..loopback_overlay()
+                },
+                true,
+            )
         })
     });
     if world.is_none() {
@@ -524,7 +567,7 @@ fn real_world(test: &str) -> Option<&'static World> {
 
 /// Starts the reference world on a runtime of its own, on a thread that lives as long
 /// as the process: each `#[tokio::test]` has a runtime that ends with the test.
-fn serve_in_background(overlay: Overlay) -> World {
+fn serve_in_background(overlay: Overlay, widens_scopes: bool) -> World {
     let config_path: PathBuf = manifest_dir().join("examples/world/meridian.yaml");
     let (sender, receiver) = std::sync::mpsc::channel();
     std::thread::Builder::new()
@@ -554,6 +597,7 @@ fn serve_in_background(overlay: Overlay) -> World {
                     dns: server.dns_addrs()[0],
                     http: server.http_addr().expect("control plane"),
                     shared: server.shared().clone(),
+                    widens_scopes,
                 };
                 let _ = sender.send(Ok(world));
                 // Keep serving until the process exits.

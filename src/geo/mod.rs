@@ -249,6 +249,23 @@ impl GeoDb {
         Some(location)
     }
 
+    /// The City database's IPv4 ranges in address order, each as its first address
+    /// and record number (if it has a record), if it is loaded and its IPv4 part
+    /// compiled into a table. A network wider than a /16 comes once per /16.
+    pub fn city_ipv4_ranges(&self) -> Option<impl Iterator<Item = (Ipv4Addr, Option<u32>)> + '_> {
+        Some(self.city.as_ref()?.ipv4.as_ref()?.iter())
+    }
+
+    /// The City database's IPv6 ranges in address order, if it is loaded and its
+    /// IPv6 part compiled into a table: each as the top 64 bits of its first
+    /// address and its record number (if it has a record), or `None` for a range
+    /// the table leaves to the tree walk.
+    pub fn city_ipv6_ranges(
+        &self,
+    ) -> Option<impl Iterator<Item = (u64, Option<Option<u32>>)> + '_> {
+        Some(self.city.as_ref()?.ipv6.as_ref()?.iter())
+    }
+
     /// The ASN database's IPv4 ranges in address order, each as its first address
     /// and ASN, if it is loaded and its IPv4 part compiled into a table.
     pub fn asn_ipv4_ranges(&self) -> Option<impl Iterator<Item = (Ipv4Addr, Option<u32>)> + '_> {
@@ -332,9 +349,17 @@ impl GeoDb {
     /// The coordinates of `ip`'s City record, by a walk of the City tree alone
     /// (for a decision that has the rest of the location already).
     pub fn coordinates(&self, ip: IpAddr) -> Option<Coordinates> {
+        self.locate_city(ip).coordinates
+    }
+
+    /// The City record's fields and network for `ip`, by a walk of the City tree
+    /// alone; no ASN.
+    pub fn locate_city(&self, ip: IpAddr) -> Location {
         let mut location = Location::default();
-        self.city.as_ref()?.walk_city(ip, true, &mut location);
-        location.coordinates
+        if let Some(city) = &self.city {
+            city.walk_city(ip, true, &mut location);
+        }
+        location
     }
 
     /// How many City records are numbered: every `Location::city_record` but

@@ -25,7 +25,7 @@
 //!
 //! The cache belongs to the snapshots it is right for: a reload that changes the
 //! POPs, weights, ISPs or databases starts with an empty one, so nothing stale can
-//! be served; one that changes none of them keeps it (`Snapshot::keep_rankings_of`).
+//! be served; one that changes none of them keeps it (`Snapshot::with_geo_after`).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -35,6 +35,7 @@ use crate::config::{Coverage, IspId, PopId};
 use crate::geo::Code;
 
 use super::Family;
+use super::range_rankings::RangeRankings;
 
 /// POPs kept per ranking, best first. A decision needs three usable ones; when
 /// health has taken so many of these out that fewer than three remain, the
@@ -58,6 +59,8 @@ pub struct RankingCache {
     rankings: boxcar::Vec<Ranking>,
     /// Each distinct ranking's index in `rankings`; only fills take the lock.
     distinct: Mutex<HashMap<Ranking, u32>>,
+    /// Rankings by IPv4 address range, consulted before the slots, if built.
+    by_range: Option<RangeRankings>,
 }
 
 impl std::fmt::Debug for RankingCache {
@@ -65,6 +68,7 @@ impl std::fmt::Debug for RankingCache {
         f.debug_struct("RankingCache")
             .field("records", &self.records)
             .field("rankings", &self.rankings.count())
+            .field("by_range", &self.by_range.as_ref().map(RangeRankings::len))
             .finish()
     }
 }
@@ -95,7 +99,22 @@ impl RankingCache {
                 .collect(),
             rankings: boxcar::Vec::new(),
             distinct: Mutex::default(),
+            by_range: None,
         }
+    }
+
+    /// The cache with rankings by IPv4 address range too.
+    pub fn with_ranges(self, by_range: RangeRankings) -> Self {
+        Self {
+            by_range: Some(by_range),
+            ..self
+        }
+    }
+
+    /// The rankings by IPv4 address range, if built.
+    #[inline]
+    pub fn by_range(&self) -> Option<&RangeRankings> {
+        self.by_range.as_ref()
     }
 
     /// The ranking cached for City record number `record`, the client's ISP, the
@@ -156,7 +175,7 @@ impl RankingCache {
 
 /// Where the slots of a key are in [`RankingCache::slots`]; past its end for an
 /// ISP the cache was not made for.
-fn slots_index(isp: Option<IspId>, coverage: Coverage, family: Family) -> usize {
+pub(super) fn slots_index(isp: Option<IspId>, coverage: Coverage, family: Family) -> usize {
     let isp = isp.map_or(0, |id| usize::from(id.0) + 1);
     // Spelled out, so that a new coverage or family fails to compile here rather
     // than index another key's slots.
@@ -193,13 +212,26 @@ impl Ranking {
         located: bool,
         country: Option<Code>,
         continent: Option<Code>,
+        scored: Vec<(f64, PopId)>,
+    ) -> Self {
+        let eligible = scored.len();
+        Self::of_best(located, country, continent, scored, eligible)
+    }
+
+    /// A ranking from location fields and some of the `eligible` POPs scored, in
+    /// any order, among them every one of the [`RANKED_POPS`] best.
+    pub(super) fn of_best(
+        located: bool,
+        country: Option<Code>,
+        continent: Option<Code>,
         mut scored: Vec<(f64, PopId)>,
+        eligible: usize,
     ) -> Self {
         // Lower score first, ties to the POP listed first: the order `best_three`
         // keeps.
         let by_score = |a: &(f64, PopId), b: &(f64, PopId)| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1));
-        let complete = scored.len() <= RANKED_POPS;
-        if !complete {
+        let complete = eligible <= RANKED_POPS;
+        if scored.len() > RANKED_POPS {
             scored.select_nth_unstable_by(RANKED_POPS - 1, by_score);
             scored.truncate(RANKED_POPS);
         }
@@ -237,7 +269,7 @@ impl Ranking {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use std::net::{IpAddr, Ipv4Addr};
     use std::path::Path;
 
@@ -247,12 +279,13 @@ mod tests {
     use crate::geo::build::{AsnEntry, CityEntry, Source};
     use crate::health::{LiveView, PopLive};
     use crate::routing::{Client, Family, Router};
+    use ipnet::IpNet;
 
     /// SplitMix64: the same "random" worlds on every run.
-    struct Draw(u64);
+    pub(in crate::routing) struct Draw(pub(in crate::routing) u64);
 
     impl Draw {
-        fn next(&mut self) -> u64 {
+        pub(in crate::routing) fn next(&mut self) -> u64 {
             self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
             let mut z = self.0;
             z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
@@ -260,7 +293,7 @@ mod tests {
             z ^ (z >> 31)
         }
 
-        fn below(&mut self, n: u64) -> u64 {
+        pub(in crate::routing) fn below(&mut self, n: u64) -> u64 {
             self.next() % n
         }
 
@@ -285,7 +318,7 @@ mod tests {
     /// 300 POPs (far more than a ranking keeps) on three ISPs or none, some down,
     /// some without IPv6, mainland China among them; one domain per coverage;
     /// network, country and continent overrides.
-    fn world(draw: &mut Draw) -> Config {
+    pub(in crate::routing) fn world(draw: &mut Draw) -> Config {
         let mut text = String::from(
             "version: 1\nzones:\n  - {origin: cdn.test., file: cdn.test.zone}\ncdn-suffix: cdn.test.\n\
              isps:\n  telecom: [4134]\n  unicom: [4837]\n  mobile: [9808]\npops:\n",
@@ -324,17 +357,30 @@ mod tests {
             .unwrap_or_else(|e| panic!("test world is invalid:\n{e}"))
     }
 
-    /// 200 City networks (/16s of 100.64.0.0/10, some with no coordinates) and ASN
-    /// networks that cut across them.
-    fn geodata(draw: &mut Draw) -> GeoDb {
-        let mut cities = Vec::new();
+    /// 200 City networks (/18s of 100.64.0.0/10, some with no coordinates, a
+    /// third next to their neighbour) and ASN networks that cut across them, in
+    /// runs of one ASN; the same in IPv6, in 2400::/24.
+    pub(in crate::routing) fn geodata(draw: &mut Draw) -> GeoDb {
+        let mut cities: Vec<CityEntry> = Vec::new();
         for i in 0..200_u32 {
+            let network = format!("100.{}.{}.0/{}", 64 + i / 4, (i % 4) * 64, 18)
+                .parse()
+                .expect("network");
+            if let Some(last) = cities.last().filter(|_| draw.below(3) == 0) {
+                // A different record (the tree would merge equal neighbours), a
+                // kilometre away.
+                let neighbour = CityEntry {
+                    network,
+                    latitude: last.latitude.map(|l| l + 0.01),
+                    ..last.clone()
+                };
+                cities.push(neighbour);
+                continue;
+            }
             let (country, continent) = COUNTRIES[draw.below(COUNTRIES.len() as u64) as usize];
             let located = draw.below(8) != 0;
             cities.push(CityEntry {
-                network: format!("100.{}.{}.0/{}", 64 + i / 4, (i % 4) * 64, 18)
-                    .parse()
-                    .expect("network"),
+                network,
                 city: None,
                 country: country.into(),
                 continent: continent.into(),
@@ -342,15 +388,48 @@ mod tests {
                 longitude: located.then(|| draw.within(-180.0, 180.0)),
             });
         }
-        let asns = (0..400_u32)
-            .map(|i| AsnEntry {
-                network: format!("100.{}.{}.0/20", 64 + i / 8, (i % 8) * 32)
-                    .parse()
-                    .expect("network"),
-                asn: ASNS[draw.below(ASNS.len() as u64) as usize],
-                organization: None,
+        let mut asn = ASNS[0];
+        let asns: Vec<AsnEntry> = (0..400_u32)
+            .map(|i| {
+                if draw.below(8) == 0 {
+                    asn = ASNS[draw.below(ASNS.len() as u64) as usize];
+                }
+                AsnEntry {
+                    network: format!("100.{}.{}.0/20", 64 + i / 8, (i % 8) * 32)
+                        .parse()
+                        .expect("network"),
+                    asn,
+                    organization: None,
+                }
             })
             .collect();
+        // The same networks again in IPv6: 100.64.0.0/10 as 2400::/24, a /18
+        // as a /32.
+        let v6 = |network: &IpNet| {
+            let IpNet::V4(network) = network else {
+                unreachable!("IPv4 networks above")
+            };
+            let offset = u128::from(u32::from(network.addr()) - 0x6440_0000);
+            let addr = std::net::Ipv6Addr::from((0x2400_u128 << 112) | (offset << 82));
+            IpNet::new(IpAddr::V6(addr), network.prefix_len() + 14).expect("network")
+        };
+        let cities6: Vec<CityEntry> = cities
+            .iter()
+            .map(|city| CityEntry {
+                network: v6(&city.network),
+                ..city.clone()
+            })
+            .collect();
+        let asns6: Vec<AsnEntry> = asns
+            .iter()
+            .map(|entry| AsnEntry {
+                network: v6(&entry.network),
+                ..entry.clone()
+            })
+            .collect();
+        cities.extend(cities6);
+        let mut asns = asns;
+        asns.extend(asns6);
         let source = Source { cities, asns };
         GeoDb::from_bytes(
             Some(source.city_database().expect("city database")),
@@ -361,7 +440,7 @@ mod tests {
 
     /// Calm, or a random share of POPs down, shedding or degraded; now and then all
     /// down, so that decisions fail open.
-    fn live_view(draw: &mut Draw, pops: usize) -> LiveView {
+    pub(in crate::routing) fn live_view(draw: &mut Draw, pops: usize) -> LiveView {
         let mode = draw.below(6);
         LiveView::new(
             (0..pops)

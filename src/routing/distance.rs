@@ -26,6 +26,18 @@ impl Point {
         }
     }
 
+    /// The point as a unit vector from the Earth's centre: the nearer of two
+    /// points is the one whose vector has the larger dot product with this one's
+    /// (the great-circle angle is the arc cosine of it), which takes no
+    /// trigonometry per pair.
+    pub fn unit(&self) -> [f64; 3] {
+        [
+            self.cos_lat * self.lon.cos(),
+            self.cos_lat * self.lon.sin(),
+            self.lat.sin(),
+        ]
+    }
+
     /// Haversine distance in km.
     pub fn distance_km(&self, other: &Point) -> f64 {
         let dlat = other.lat - self.lat;

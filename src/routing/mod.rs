@@ -21,6 +21,7 @@
 pub mod cache;
 pub mod distance;
 pub mod isp_ranges;
+pub mod range_rankings;
 pub mod ranges;
 
 use rustc_hash::FxHashMap;
@@ -38,6 +39,7 @@ use crate::health::LiveView;
 use cache::{Ranking, RankingCache};
 use distance::Point;
 use isp_ranges::{Ipv4IspRanges, Ipv6IspRanges};
+use range_rankings::RangeAnswer;
 
 /// Address family of the records asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -363,6 +365,12 @@ impl Router {
         client: &Client,
         live: &LiveView,
     ) -> Decision {
+        if let Some(by_range) = cache.by_range()
+            && let Some(found) = by_range.get(client.addr, domain.coverage, family)
+            && let Some(decision) = self.decide_by_range(found, geo, domain, family, client, live)
+        {
+            return decision;
+        }
         let known = self.known_isp(client.addr);
         let mut location = subnet_cache::locate_networks(geo, client.addr, known.is_none());
         let isp = known.unwrap_or_else(|| self.isp_of_location(&location));
@@ -375,7 +383,7 @@ impl Router {
             Some(ranking) => ranking,
             None => {
                 let located = geo.locate(client.addr);
-                let ranking = self.ranking(&located, isp.isp, domain, family);
+                let ranking = self.ranking(&located, isp.isp, domain.coverage, family);
                 cache.insert(city_record, isp.isp, domain.coverage, family, ranking);
                 location.coordinates = located.coordinates;
                 ranking
@@ -387,12 +395,64 @@ impl Router {
         self.decide_with(&location, isp, Some(&cached), domain, family, client, live)
     }
 
+    /// Decides as [`Router::decide_cached`] does from what the ranges by address
+    /// hold for the client; `None` if health has cut the ranking short, which
+    /// only a scan from the client's coordinates can decide, scoped by its City
+    /// network rather than the range.
+    fn decide_by_range(
+        &self,
+        found: RangeAnswer,
+        geo: &GeoDb,
+        domain: &Domain,
+        family: Family,
+        client: &Client,
+        live: &LiveView,
+    ) -> Option<Decision> {
+        let ranking = found.ranking;
+        if ranking.located
+            && !live.all_usable()
+            && ranking
+                .first_three(|id| self.eligible(id, domain.coverage, family) && live.usable(id))
+                .is_none()
+        {
+            return None;
+        }
+        // Every address of the block has this ranking and ISP: the block is the
+        // network the decision read. A country or continent override does not
+        // read the ISP, so the City network is as good a scope for it, and wider
+        // where ISPs' ranges cut the block: the override's scope is the wider of
+        // the two (`scope` takes the City prefix alone for an override).
+        let overridden = |code: Option<Code>, lists: &FxHashMap<Code, Vec<PopId>>| {
+            code.is_some_and(|code| lists.contains_key(&code))
+        };
+        let city_prefix = if overridden(ranking.country, &self.countries)
+            || overridden(ranking.continent, &self.continents)
+        {
+            let city = subnet_cache::locate_networks(geo, client.addr, false).city_prefix;
+            found.prefix.min(city)
+        } else {
+            found.prefix
+        };
+        let location = Location {
+            country: ranking.country,
+            continent: ranking.continent,
+            city_prefix,
+            ..Location::default()
+        };
+        let isp = ClientIsp {
+            isp: found.isp,
+            prefix: found.prefix,
+        };
+        let cached = Cached { ranking, geo };
+        Some(self.decide_with(&location, isp, Some(&cached), domain, family, client, live))
+    }
+
     /// The ranking of POPs eligible by config for a located client, to cache.
     fn ranking(
         &self,
         location: &Location,
         client_isp: Option<IspId>,
-        domain: &Domain,
+        coverage: Coverage,
         family: Family,
     ) -> Ranking {
         let scored = match location.coordinates {
@@ -400,7 +460,7 @@ impl Router {
                 let point = Point::new(coordinates);
                 (0..self.pops.len())
                     .map(|i| PopId(i as u16))
-                    .filter(|id| self.eligible(*id, domain.coverage, family))
+                    .filter(|id| self.eligible(*id, coverage, family))
                     .map(|id| (self.terms(id, &point, client_isp).total, id))
                     .collect()
             }

@@ -2,9 +2,9 @@
 //! the shape shared by the ISP ranges and the rankings by address, both compiled
 //! per snapshot from the geo databases' tables.
 //!
-//! The ranges' first keys sit in one sorted array with an index by a key's top
-//! bits, sized so that a bucket holds about a dozen ranges: a lookup reads the
-//! index, a line or two of starts and the value. A range is stored once however
+//! The ranges (first key and value) sit in one sorted array with an index by a
+//! key's top bits, sized so that a bucket holds about a dozen ranges: a lookup
+//! reads the index and a line or two of ranges. A range is stored once however
 //! many buckets it spans, so its true ends are known and an answer can carry the
 //! widest aligned block around the key that lies inside its range (an ECS scope).
 
@@ -25,10 +25,16 @@ pub struct Ranges<K> {
     /// For each bucket, the range holding its first key; one more entry at the
     /// end, the last range.
     index: Box<[u32]>,
-    /// The first key of each range, ascending; the first is 0.
-    starts: Box<[K]>,
-    /// Each range's value; adjacent ranges differ.
-    values: Box<[u16]>,
+    /// Each range's first key, ascending from 0, and value (adjacent ranges'
+    /// differ), side by side: the line the search ends on holds the value too.
+    ranges: Box<[Range<K>]>,
+}
+
+/// One range: its first key and its value.
+#[derive(Debug, Clone, Copy)]
+struct Range<K> {
+    start: K,
+    value: u16,
 }
 
 /// What ranges are keyed by: an IPv4 address, or the top 64 bits of an IPv6 one.
@@ -124,8 +130,11 @@ impl<K: RangeKey> Ranges<K> {
         Self {
             shift,
             index,
-            starts: starts.into_boxed_slice(),
-            values: values.into_boxed_slice(),
+            ranges: starts
+                .into_iter()
+                .zip(values)
+                .map(|(start, value)| Range { start, value })
+                .collect(),
         }
     }
 
@@ -137,33 +146,33 @@ impl<K: RangeKey> Ranges<K> {
         // The ranges holding the bucket's keys are `from..=to`: `to` holds the
         // next bucket's first key, and may start there.
         let (from, to) = (self.index[bucket] as usize, self.index[bucket + 1] as usize);
-        let at = from + self.starts[from + 1..=to].partition_point(|&s| s <= key);
-        let first = self.starts[at];
-        let last = self.starts.get(at + 1).and_then(|next| next.before());
+        let at = from + self.ranges[from + 1..=to].partition_point(|r| r.start <= key);
+        let range = self.ranges[at];
+        let last = self.ranges.get(at + 1).and_then(|next| next.start.before());
         (
-            self.values[at],
-            widest_block(key, first, last.unwrap_or(K::MAX)),
+            range.value,
+            widest_block(key, range.start, last.unwrap_or(K::MAX)),
         )
     }
 
     /// Every range in order, as its first key and value.
     pub fn iter(&self) -> impl Iterator<Item = (K, u16)> + '_ {
-        self.starts.iter().copied().zip(self.values.iter().copied())
+        self.ranges.iter().map(|r| (r.start, r.value))
     }
 
     /// How many ranges there are.
     pub fn len(&self) -> usize {
-        self.starts.len()
+        self.ranges.len()
     }
 
     /// Whether there are none; never, since the ranges cover the key space.
     pub fn is_empty(&self) -> bool {
-        self.starts.is_empty()
+        self.ranges.is_empty()
     }
 
     /// Heap bytes held.
     pub fn heap_bytes(&self) -> usize {
-        size_of_val(&*self.index) + size_of_val(&*self.starts) + size_of_val(&*self.values)
+        size_of_val(&*self.index) + size_of_val(&*self.ranges)
     }
 }
 
