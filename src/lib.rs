@@ -13,7 +13,10 @@
 //! else the resolver's; from tables compiled when the databases are opened,
 //! `geo::table` and `geo::table6`; the few IPv6 subnets they leave out by walking
 //! the trees, a UDP worker remembering recent walks in `geo::subnet_cache`), scores every eligible and usable POP on distance and ISP
-//! match, sends a share of a loaded POP's client subnets to the runner-up
+//! match (in practice reading a ranking compiled per snapshot for the client's
+//! address range, `routing::range_rankings`, or cached per City record,
+//! `routing::cache`, and applying live health to it), sends a share of a loaded
+//! POP's client subnets to the runner-up
 //! (`routing`), and says how far and how long the answer may be cached (the ECS
 //! scope, the TTL). The
 //! answer is written by `dns::encode`; on UDP the common case (one A/AAAA question
