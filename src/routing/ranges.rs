@@ -2,28 +2,46 @@
 //! the shape shared by the ISP ranges and the rankings by address, both compiled
 //! per snapshot from the geo databases' tables.
 //!
-//! The ranges (first key and value) sit in one sorted array with an index by a
-//! key's top bits, sized so that a bucket holds about a dozen ranges: a lookup
-//! reads the index and a line or two of ranges. A range is stored once however
-//! many buckets it spans, so its true ends are known and an answer can carry the
-//! widest aligned block around the key that lies inside its range (an ECS scope).
+//! The ranges (first key and value) sit in one sorted array. A radix index finds
+//! a key's bucket: a table by the key's top bits, and for a bucket that holds more
+//! ranges than a short window, a table of its own by the next bits, and so on, so
+//! that every bucket ends up holding at most [`WINDOW`] ranges however unevenly
+//! the ranges spread (the IPv6 ranges crowd into a few /16s; IPv4 City networks
+//! into a few /16s of the busiest cities). A lookup reads an index entry or two,
+//! then counts the starts at or below the key in the window: the window's lines
+//! load in parallel where a binary search would wait on each in turn. A range is
+//! stored once however many buckets it spans, so its true ends are known and an
+//! answer can carry the widest aligned block around the key that lies inside its
+//! range (an ECS scope).
 
 use std::fmt::Debug;
 use std::ops::BitXor;
 
-/// Ranges per index bucket aimed at: the starts a lookup searches fit a line or two.
+/// Ranges per top-table bucket aimed at.
 const RANGES_PER_BUCKET: usize = 12;
-/// Bounds on the index's key bits: 256 buckets at least, 65,536 (256 KiB) at most.
+/// Bounds on the top table's key bits: 256 buckets at least, 65,536 (256 KiB) at most.
 const MIN_INDEX_BITS: u32 = 8;
 const MAX_INDEX_BITS: u32 = 16;
+/// Ranges after a bucket's first that a lookup counts through: a bucket holding
+/// more gets a table of its own. Fifteen ranges of 8 bytes are two lines or three.
+const WINDOW: usize = 15;
+/// Ranges per bucket aimed at in a table of a bucket's own.
+const RANGES_PER_SUB_BUCKET: usize = 8;
+/// Most key bits a bucket's own table takes.
+const MAX_SUB_BITS: u32 = 12;
+
+/// An index entry: a bucket's table (this bit set; its key bits and where its
+/// entries start in the index) or the range holding the bucket's first key.
+const TABLE: u32 = 1 << 31;
+const TABLE_BITS_SHIFT: u32 = 26;
+const TABLE_START: u32 = (1 << TABLE_BITS_SHIFT) - 1;
 
 /// A key space cut into ranges, each with a 16-bit value.
 #[derive(Debug, Clone)]
 pub struct Ranges<K> {
-    /// How far a key is shifted right to give its bucket.
-    shift: u32,
-    /// For each bucket, the range holding its first key; one more entry at the
-    /// end, the last range.
+    /// Key bits the top table takes.
+    top_bits: u32,
+    /// The top table's `1 << top_bits` entries, then the buckets' own tables.
     index: Box<[u32]>,
     /// Each range's first key, ascending from 0, and value (adjacent ranges'
     /// differ), side by side: the line the search ends on holds the value too.
@@ -45,10 +63,12 @@ pub trait RangeKey: Copy + Ord + Debug + BitXor<Output = Self> {
     const MAX: Self;
     /// Bits in a key.
     const BITS: u32;
-    /// The key shifted right by `shift` bits, as an index.
-    fn top(self, shift: u32) -> usize;
-    /// The first key whose top bits, shifted right by `shift`, are `bucket`.
-    fn bucket_first(bucket: usize, shift: u32) -> Self;
+    /// The `count` bits after the first `skip` (`skip + count <= BITS`, `count >= 1`),
+    /// as an index.
+    fn field(self, skip: u32, count: u32) -> usize;
+    /// The first and last key of the block of `1 << low` keys at `first` plus
+    /// `number` blocks.
+    fn block(first: Self, number: usize, low: u32) -> (Self, Self);
     /// The number of leading zero bits.
     fn leading_zeros(self) -> u32;
     /// The key before this one, if any.
@@ -64,11 +84,12 @@ macro_rules! range_key {
             const MAX: Self = <$key>::MAX;
             const BITS: u32 = <$key>::BITS;
             #[inline]
-            fn top(self, shift: u32) -> usize {
-                (self >> shift) as usize
+            fn field(self, skip: u32, count: u32) -> usize {
+                ((self << skip) >> (Self::BITS - count)) as usize
             }
-            fn bucket_first(bucket: usize, shift: u32) -> Self {
-                (bucket as $key) << shift
+            fn block(first: Self, number: usize, low: u32) -> (Self, Self) {
+                let start = first | ((number as $key).checked_shl(low).unwrap_or(0));
+                (start, start | (<$key>::MAX.checked_shr(Self::BITS - low).unwrap_or(0)))
             }
             #[inline]
             fn leading_zeros(self) -> u32 {
@@ -111,25 +132,16 @@ impl<K: RangeKey> Ranges<K> {
             values.push(value);
         }
         let buckets = starts.len().div_ceil(RANGES_PER_BUCKET).max(1);
-        let bits = buckets
+        let top_bits = buckets
             .next_power_of_two()
             .ilog2()
             .clamp(MIN_INDEX_BITS, MAX_INDEX_BITS)
             .min(K::BITS);
-        let shift = K::BITS - bits;
-        let index = (0..=1usize << bits)
-            .map(|bucket| {
-                let first = if bucket == 1 << bits {
-                    K::MAX
-                } else {
-                    K::bucket_first(bucket, shift)
-                };
-                (starts.partition_point(|&s| s <= first) - 1) as u32
-            })
-            .collect();
+        let mut index = Vec::new();
+        table(&starts, K::ZERO, 0, top_bits, &mut index);
         Self {
-            shift,
-            index,
+            top_bits,
+            index: index.into(),
             ranges: starts
                 .into_iter()
                 .zip(values)
@@ -142,11 +154,24 @@ impl<K: RangeKey> Ranges<K> {
     /// the widest aligned block around `key` inside that range.
     #[inline]
     pub fn get(&self, key: K) -> (u16, u8) {
-        let bucket = key.top(self.shift);
-        // The ranges holding the bucket's keys are `from..=to`: `to` holds the
-        // next bucket's first key, and may start there.
-        let (from, to) = (self.index[bucket] as usize, self.index[bucket + 1] as usize);
-        let at = from + self.ranges[from + 1..=to].partition_point(|r| r.start <= key);
+        let mut entry = self.index[key.field(0, self.top_bits)];
+        let mut taken = self.top_bits;
+        while entry & TABLE != 0 {
+            let bits = (entry & !TABLE) >> TABLE_BITS_SHIFT;
+            let start = (entry & TABLE_START) as usize;
+            entry = self.index[start + key.field(taken, bits)];
+            taken += bits;
+        }
+        // The bucket's ranges are `from` and at most WINDOW after it; any after
+        // those start past the bucket, so counting the starts at or below the
+        // key in the window finds its range.
+        let from = entry as usize;
+        let end = (from + 1 + WINDOW).min(self.ranges.len());
+        let at = from
+            + self.ranges[from + 1..end]
+                .iter()
+                .filter(|r| r.start <= key)
+                .count();
         let range = self.ranges[at];
         let last = self.ranges.get(at + 1).and_then(|next| next.start.before());
         (
@@ -176,6 +201,45 @@ impl<K: RangeKey> Ranges<K> {
     }
 }
 
+/// Appends a table of `1 << bits` entries for the keys from `first` (its first
+/// `taken` bits fixed, the rest zero), one a block of keys, to `index`, and the
+/// tables of the blocks that hold more than [`WINDOW`] ranges after their first
+/// after it; returns where the table starts.
+fn table<K: RangeKey>(
+    starts: &[K],
+    first: K,
+    taken: u32,
+    bits: u32,
+    index: &mut Vec<u32>,
+) -> usize {
+    let at = index.len();
+    index.resize(at + (1 << bits), 0);
+    let low = K::BITS - taken - bits;
+    for number in 0..1 << bits {
+        let (block_first, block_last) = K::block(first, number, low);
+        let from = starts.partition_point(|&s| s <= block_first) - 1;
+        let to = starts.partition_point(|&s| s <= block_last) - 1;
+        index[at + number] = if to - from <= WINDOW {
+            u32::try_from(from).expect("fewer than 2^31 ranges")
+        } else {
+            // More than the window, so the block is more than one key: low > 0.
+            let sub_bits = (to - from)
+                .div_ceil(RANGES_PER_SUB_BUCKET)
+                .next_power_of_two()
+                .ilog2()
+                .clamp(1, MAX_SUB_BITS)
+                .min(low);
+            let start = table(starts, block_first, taken + bits, sub_bits, index);
+            let start = u32::try_from(start)
+                .ok()
+                .filter(|s| *s <= TABLE_START)
+                .expect("index under 2^26 entries");
+            TABLE | (sub_bits << TABLE_BITS_SHIFT) | start
+        };
+    }
+    at
+}
+
 /// The prefix length of the widest aligned block holding `key` inside
 /// `first..=last` (which holds `key`): it must leave out the keys just outside
 /// either end, so it is one bit longer than `key`'s common prefix with each of
@@ -188,4 +252,129 @@ fn widest_block<K: RangeKey>(key: K, first: K, last: K) -> u8 {
         .after()
         .map_or(0, |outside| (key ^ outside).leading_zeros() + 1);
     below.max(above) as u8
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A small deterministic generator (splitmix64).
+    struct Draw(u64);
+
+    impl Draw {
+        fn next(&mut self) -> u64 {
+            self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = self.0;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            z ^ (z >> 31)
+        }
+    }
+
+    /// The answer by a scan of the ranges (first key, value) of a `bits`-bit key
+    /// space: the value, and the shortest prefix whose block around `key` lies
+    /// inside the key's range.
+    fn scan(cuts: &[(u64, u16)], bits: u32, key: u64) -> (u16, u8) {
+        let at = cuts.partition_point(|(start, _)| *start <= key) - 1;
+        let (first, value) = cuts[at];
+        let last = cuts
+            .get(at + 1)
+            .map_or(u64::MAX >> (64 - bits), |(next, _)| next - 1);
+        let prefix = (0..=bits)
+            .find(|&prefix| {
+                let size = 1_u128 << (bits - prefix);
+                let block_first = u128::from(key) / size * size;
+                block_first >= u128::from(first) && block_first + size - 1 <= u128::from(last)
+            })
+            .expect("the key's own block fits");
+        (value, prefix as u8)
+    }
+
+    /// Sorted distinct starts from 0, crowded into a few narrow spans as the real
+    /// tables' are (`dense`: 2^18 keys, `denser`: 2^8), with the space's last key
+    /// and scattered ones among them.
+    fn crowded(
+        draw: &mut Draw,
+        count: usize,
+        dense: u64,
+        denser: u64,
+        mask: u64,
+    ) -> Vec<(u64, u16)> {
+        let mut starts: Vec<u64> = (0..count)
+            .map(|i| match i % 4 {
+                0 | 1 => dense | (draw.next() & 0x3_ffff),
+                2 => denser | (draw.next() & 0xff),
+                _ => draw.next() & mask,
+            })
+            .chain([0, 1, mask])
+            .collect();
+        starts.sort_unstable();
+        starts.dedup();
+        starts
+            .into_iter()
+            .enumerate()
+            .map(|(i, start)| (start, (i % 7) as u16))
+            .collect()
+    }
+
+    /// Keys at and around every start, at random, and in the densest span.
+    fn keys(draw: &mut Draw, cuts: &[(u64, u16)], denser: u64, mask: u64) -> Vec<u64> {
+        let mut keys: Vec<u64> = cuts
+            .iter()
+            .flat_map(|(start, _)| {
+                [
+                    *start,
+                    start.wrapping_sub(1) & mask,
+                    start.wrapping_add(1) & mask,
+                ]
+            })
+            .collect();
+        keys.extend((0..5_000).map(|_| draw.next() & mask));
+        keys.extend((0..5_000).map(|_| denser | (draw.next() & 0xff)));
+        keys
+    }
+
+    #[test]
+    fn lookups_agree_with_a_scan_however_crowded_the_ranges() {
+        let mut draw = Draw(7);
+        for count in [0, 3, 40, 5_000, 60_000] {
+            let cuts = crowded(&mut draw, count, 0x0a00_0000, 0xc0a8_0100, u32::MAX.into());
+            let ranges = Ranges::new(cuts.iter().map(|(s, v)| (*s as u32, *v)), 99);
+            let merged: Vec<(u64, u16)> = ranges.iter().map(|(s, v)| (s.into(), v)).collect();
+            assert_eq!(
+                merged.len(),
+                cuts.len(),
+                "adjacent values differ: none merge"
+            );
+            for key in keys(&mut draw, &cuts, 0xc0a8_0100, u32::MAX.into()) {
+                let got = ranges.get(key as u32);
+                assert_eq!(got, scan(&merged, 32, key), "key {key:#x}, {count} ranges");
+            }
+            let cuts = crowded(&mut draw, count, 0x2001_0db8 << 32, 0x2a00 << 48, u64::MAX);
+            let ranges = Ranges::new(cuts.iter().copied(), 99);
+            let merged: Vec<(u64, u16)> = ranges.iter().collect();
+            for key in keys(&mut draw, &cuts, 0x2a00 << 48, u64::MAX) {
+                assert_eq!(
+                    ranges.get(key),
+                    scan(&merged, 64, key),
+                    "key {key:#x}, {count} ranges"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn crowded_buckets_get_tables_of_their_own() {
+        let cuts = crowded(
+            &mut Draw(3),
+            60_000,
+            0x0a00_0000,
+            0xc0a8_0100,
+            u32::MAX.into(),
+        );
+        let ranges = Ranges::new(cuts.iter().map(|(s, v)| (*s as u32, *v)), 99);
+        let top = 1 << ranges.top_bits;
+        assert!(ranges.index[..top].iter().any(|e| e & TABLE != 0));
+        assert!(ranges.index.len() > top);
+    }
 }
