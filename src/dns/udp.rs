@@ -2,8 +2,10 @@
 //! the kernel spread packets across them), each served by a blocking loop.
 //!
 //! No async runtime and no task per packet: receive a batch of datagrams into
-//! buffers reused for the life of the thread, load the current snapshot, answer
-//! each (fast path or full path), count it in the thread's own metric counters,
+//! buffers reused for the life of the thread, load the current snapshot, parse
+//! the batch and start loading the lines its range lookups will read (their cache
+//! misses overlap instead of each query waiting on its own), answer each (fast
+//! path or full path), count it in the thread's own metric counters,
 //! send the batch (`dns::batch`: one system call each way on Linux, and no wait
 //! for a batch to fill). One snapshot load serves the batch. A short
 //! read timeout lets the loop notice shutdown, and flushes the counters of a socket
@@ -22,10 +24,10 @@ use crate::metrics::Metrics;
 use crate::metrics::queries::{Reply, Trace, UdpRecorder};
 use crate::snapshot::{Shared, Snapshot};
 
-use super::batch::{Inbox, Outbox};
+use super::batch::{BATCH, Inbox, Outbox};
 use super::encode::{encode_or_servfail, udp_limit};
 use super::fast::FastPath;
-use super::resolve::{reject, resolve};
+use super::resolve::{client, reject, resolve};
 use super::wire::{self, ParseError};
 
 /// How often a worker blocked on an idle socket checks for shutdown.
@@ -118,13 +120,21 @@ fn serve(
         };
         recorder.busy();
         let snapshot = shared.load();
-        for (packet, peer) in (0..received).filter_map(|i| inbox.get(i)) {
+        // Parsed first, the batch's range lookups warmed together, then answered.
+        let batch: Vec<_> = (0..received)
+            .filter_map(|i| inbox.get(i))
+            .map(|(packet, peer)| (wire::parse(packet), peer))
+            .collect();
+        warm(&snapshot, &batch);
+        for (parsed, peer) in &batch {
             let mut trace = recorder.trace();
             let out = outbox.next_buffer();
             // Counted before it is sent: a client that has the answer sees it counted.
-            if let Some(reply) = answer(&snapshot, packet, peer.ip(), &mut fast, &mut trace, out) {
+            if let Some(reply) =
+                answer_parsed(&snapshot, parsed, peer.ip(), &mut fast, &mut trace, out)
+            {
                 recorder.record(&snapshot, &reply, &trace);
-                outbox.push(peer);
+                outbox.push(*peer);
             }
         }
         outbox.send(socket);
@@ -141,18 +151,52 @@ pub fn answer(
     trace: &mut Trace,
     out: &mut Vec<u8>,
 ) -> Option<Reply> {
+    answer_parsed(snapshot, &wire::parse(packet), source, fast, trace, out)
+}
+
+/// Starts loading the lines each query's range lookup will read, for the whole
+/// batch at once: the lookups then find them in the cache instead of each
+/// waiting on its own misses in turn (`RangeRankings::warm`).
+fn warm(snapshot: &Snapshot, batch: &[(Parsed<'_>, SocketAddr)]) {
+    let Some(ranges) = snapshot.rankings.by_range() else {
+        return;
+    };
+    let mut clients = [IpAddr::from([0, 0, 0, 0]); BATCH];
+    let mut count = 0;
+    for (parsed, peer) in batch {
+        if let Ok(query) = parsed {
+            let subnet = query.edns.and_then(|e| e.client_subnet);
+            clients[count] = client(snapshot, subnet.as_ref(), peer.ip()).addr;
+            count += 1;
+        }
+    }
+    ranges.warm(&clients[..count]);
+}
+
+/// What parsing a datagram gives.
+type Parsed<'a> = Result<wire::Query<'a>, ParseError<'a>>;
+
+/// [`answer`] for a datagram already parsed.
+fn answer_parsed(
+    snapshot: &Arc<Snapshot>,
+    parsed: &Parsed<'_>,
+    source: IpAddr,
+    fast: &mut FastPath,
+    trace: &mut Trace,
+    out: &mut Vec<u8>,
+) -> Option<Reply> {
     let max_udp_payload = snapshot.config.dns.max_udp_payload;
-    match wire::parse(packet) {
+    match parsed {
         Ok(query) => {
-            if snapshot.config.dns.fast_path && fast.answer(snapshot, &query, source, trace, out) {
-                return Some(Reply::fast(&query, trace));
+            if snapshot.config.dns.fast_path && fast.answer(snapshot, query, source, trace, out) {
+                return Some(Reply::fast(query, trace));
             }
-            let response = resolve(snapshot, &query, source, trace);
+            let response = resolve(snapshot, query, source, trace);
             let limit = udp_limit(max_udp_payload, query.edns.map(|e| e.udp_size));
             encode_or_servfail(&response, limit, out).then(|| Reply::of(&response))
         }
         Err(ParseError::Malformed(malformed)) => {
-            let response = reject(snapshot, &malformed);
+            let response = reject(snapshot, malformed);
             let limit = udp_limit(max_udp_payload, malformed.edns.map(|e| e.udp_size));
             encode_or_servfail(&response, limit, out).then(|| Reply::of(&response))
         }

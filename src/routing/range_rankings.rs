@@ -34,7 +34,7 @@ use rustc_hash::FxHashMap;
 
 use super::cache::{RANKED_POPS, Ranking, slots_index};
 use super::distance::Point;
-use super::ranges::{RangeKey, Ranges};
+use super::ranges::{RangeKey, Ranges, Warming};
 use super::{Family, Router};
 use crate::config::{Coverage, IspId, PopId};
 use crate::geo::records::UNNUMBERED;
@@ -48,6 +48,16 @@ pub const MAX_POP_COLUMNS: usize = 20_000;
 const NOT_SERVED: u16 = u16::MAX;
 /// A (coverage, family) that has no column.
 const NO_COLUMN: u8 = u8::MAX;
+/// Addresses warmed together: a receive batch's worth.
+const WARM_CHUNK: usize = 32;
+/// Warming steps after the first: the top entry, a bucket's table or two, the
+/// window; deeper tables (rare) are left to the lookup.
+const WARM_STAGES: usize = 3;
+
+/// An IPv6 address's key: its /64.
+fn key6(addr: Ipv6Addr) -> u64 {
+    (u128::from(addr) >> 64) as u64
+}
 
 /// The IPv4 space cut into ranges of one class each: an ISP and a ranking for
 /// each (coverage, family) built.
@@ -186,7 +196,7 @@ impl RangeRankings {
         }
         let (class, prefix) = match addr {
             IpAddr::V4(addr) => self.ranges.get(u32::from(addr)),
-            IpAddr::V6(addr) => self.ranges6.as_ref()?.get((u128::from(addr) >> 64) as u64),
+            IpAddr::V6(addr) => self.ranges6.as_ref()?.get(key6(addr)),
         };
         if class == NOT_SERVED {
             return None;
@@ -198,6 +208,36 @@ impl RangeRankings {
             isp: self.class_isps[class],
             prefix,
         })
+    }
+
+    /// Starts loading the lines [`RangeRankings::get`] will read for each
+    /// address, a stage of each lookup at a time across them all (index entry,
+    /// its table's entry, the window), so that their cache misses overlap where
+    /// lookups one after another would each wait on theirs in turn.
+    pub fn warm(&self, addrs: &[IpAddr]) {
+        for addrs in addrs.chunks(WARM_CHUNK) {
+            let mut stages = [Warming::Done; WARM_CHUNK];
+            for (addr, stage) in addrs.iter().zip(&mut stages) {
+                *stage = match *addr {
+                    IpAddr::V4(addr) => self.ranges.warm_start(u32::from(addr)),
+                    IpAddr::V6(addr) => self
+                        .ranges6
+                        .as_ref()
+                        .map_or(Warming::Done, |r| r.warm_start(key6(addr))),
+                };
+            }
+            for _ in 0..WARM_STAGES {
+                for (addr, stage) in addrs.iter().zip(&mut stages) {
+                    *stage = match *addr {
+                        IpAddr::V4(addr) => self.ranges.warm_step(u32::from(addr), *stage),
+                        IpAddr::V6(addr) => self
+                            .ranges6
+                            .as_ref()
+                            .map_or(Warming::Done, |r| r.warm_step(key6(addr), *stage)),
+                    };
+                }
+            }
+        }
     }
 
     /// How many ranges there are, IPv4 and IPv6.

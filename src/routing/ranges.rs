@@ -48,6 +48,29 @@ pub struct Ranges<K> {
     ranges: Box<[Range<K>]>,
 }
 
+/// How far warming a lookup's lines has got (see [`Ranges::warm_start`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Warming {
+    /// The index entry at `at` is loading; `taken` key bits are read.
+    Entry { at: u32, taken: u8 },
+    /// The window is loading: the lookup reads nothing not asked for.
+    Done,
+}
+
+/// Asks for the cache line holding `value` without waiting for it.
+#[inline]
+fn prefetch<T>(value: &T) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+        // SAFETY: a prefetch is a hint that never faults, and SSE is part of
+        // every x86_64 target.
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(std::ptr::from_ref(value).cast()) };
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = value;
+}
+
 /// One range: its first key and its value.
 #[derive(Debug, Clone, Copy)]
 struct Range<K> {
@@ -178,6 +201,44 @@ impl<K: RangeKey> Ranges<K> {
             range.value,
             widest_block(key, range.start, last.unwrap_or(K::MAX)),
         )
+    }
+
+    /// Starts loading the first line [`Ranges::get`] reads for `key`; the
+    /// lookup's next lines follow by [`Ranges::warm_step`]. Warming many keys a
+    /// stage at a time lets their cache misses overlap.
+    #[inline]
+    pub fn warm_start(&self, key: K) -> Warming {
+        let at = key.field(0, self.top_bits);
+        prefetch(&self.index[at]);
+        Warming::Entry {
+            at: at as u32,
+            taken: self.top_bits as u8,
+        }
+    }
+
+    /// Reads the line loaded last (by now, it is hoped, in the cache) and starts
+    /// loading the next one `get` reads.
+    #[inline]
+    pub fn warm_step(&self, key: K, warming: Warming) -> Warming {
+        let Warming::Entry { at, taken } = warming else {
+            return Warming::Done;
+        };
+        let entry = self.index[at as usize];
+        if entry & TABLE != 0 {
+            let bits = (entry & !TABLE) >> TABLE_BITS_SHIFT;
+            let at = (entry & TABLE_START) as usize + key.field(u32::from(taken), bits);
+            prefetch(&self.index[at]);
+            return Warming::Entry {
+                at: at as u32,
+                taken: taken + bits as u8,
+            };
+        }
+        let from = entry as usize;
+        let last = self.ranges.len() - 1;
+        for at in [from, from + WINDOW / 2, from + WINDOW] {
+            prefetch(&self.ranges[at.min(last)]);
+        }
+        Warming::Done
     }
 
     /// Every range in order, as its first key and value.
@@ -360,6 +421,36 @@ mod tests {
                     "key {key:#x}, {count} ranges"
                 );
             }
+        }
+    }
+
+    #[test]
+    fn warming_walks_the_lookups_tables_to_the_window() {
+        let mut draw = Draw(5);
+        let cuts = crowded(&mut draw, 60_000, 0x2001_0db8 << 32, 0x2a00 << 48, u64::MAX);
+        let ranges = Ranges::new(cuts.iter().copied(), 99);
+        for key in keys(&mut draw, &cuts, 0x2a00 << 48, u64::MAX) {
+            // The index entries the lookup reads: the top one and one per table.
+            let mut entry = ranges.index[key.field(0, ranges.top_bits)];
+            let mut reads = 1;
+            let mut taken = ranges.top_bits;
+            while entry & TABLE != 0 {
+                let bits = (entry & !TABLE) >> TABLE_BITS_SHIFT;
+                entry = ranges.index[(entry & TABLE_START) as usize + key.field(taken, bits)];
+                taken += bits;
+                reads += 1;
+            }
+            let mut warming = ranges.warm_start(key);
+            let mut steps = 0;
+            while warming != Warming::Done {
+                let Warming::Entry { at, .. } = warming else {
+                    unreachable!()
+                };
+                assert!((at as usize) < ranges.index.len());
+                warming = ranges.warm_step(key, warming);
+                steps += 1;
+            }
+            assert_eq!(steps, reads, "key {key:#x}");
         }
     }
 
