@@ -4,7 +4,8 @@
 //! # Data flow
 //!
 //! A query arrives on UDP (`dns::udp`, a dedicated loop per socket taking
-//! datagrams in batches, `dns::batch`) or TCP
+//! datagrams in batches, `dns::batch`, and loading ahead the lines a batch's
+//! range lookups will read) or TCP
 //! (`dns::tcp`, hickory-server). `dns::wire` parses the header, the question and the
 //! EDNS options, ECS included, strictly enough to pick the right rcode for anything
 //! malformed. `dns::resolve` answers from one immutable [`snapshot::Snapshot`]:
