@@ -162,13 +162,14 @@ fn warm(snapshot: &Snapshot, batch: &[(Parsed<'_>, SocketAddr)]) {
         return;
     };
     let mut clients = [IpAddr::from([0, 0, 0, 0]); BATCH];
+    let queries = batch
+        .iter()
+        .filter_map(|(parsed, peer)| Some((parsed.as_ref().ok()?, peer)));
     let mut count = 0;
-    for (parsed, peer) in batch {
-        if let Ok(query) = parsed {
-            let subnet = query.edns.and_then(|e| e.client_subnet);
-            clients[count] = client(snapshot, subnet.as_ref(), peer.ip()).addr;
-            count += 1;
-        }
+    for ((query, peer), slot) in queries.zip(&mut clients) {
+        let subnet = query.edns.and_then(|e| e.client_subnet);
+        *slot = client(snapshot, subnet.as_ref(), peer.ip()).addr;
+        count += 1;
     }
     ranges.warm(&clients[..count]);
 }

@@ -50,9 +50,9 @@ const NOT_SERVED: u16 = u16::MAX;
 const NO_COLUMN: u8 = u8::MAX;
 /// Addresses warmed together: a receive batch's worth.
 const WARM_CHUNK: usize = 32;
-/// Warming steps after the first: the top entry, a bucket's table or two, the
-/// window; deeper tables (rare) are left to the lookup.
-const WARM_STAGES: usize = 3;
+/// Warming steps: the top table's entry, a bucket's table's or two, the window;
+/// deeper tables (rare) are left to the lookup.
+const WARM_STAGES: usize = 4;
 
 /// An IPv6 address's key: its /64.
 fn key6(addr: Ipv6Addr) -> u64 {
@@ -216,24 +216,15 @@ impl RangeRankings {
     /// lookups one after another would each wait on theirs in turn.
     pub fn warm(&self, addrs: &[IpAddr]) {
         for addrs in addrs.chunks(WARM_CHUNK) {
-            let mut stages = [Warming::Done; WARM_CHUNK];
-            for (addr, stage) in addrs.iter().zip(&mut stages) {
-                *stage = match *addr {
-                    IpAddr::V4(addr) => self.ranges.warm_start(u32::from(addr)),
-                    IpAddr::V6(addr) => self
-                        .ranges6
-                        .as_ref()
-                        .map_or(Warming::Done, |r| r.warm_start(key6(addr))),
-                };
-            }
+            let mut stages = [Warming::Start; WARM_CHUNK];
             for _ in 0..WARM_STAGES {
                 for (addr, stage) in addrs.iter().zip(&mut stages) {
                     *stage = match *addr {
-                        IpAddr::V4(addr) => self.ranges.warm_step(u32::from(addr), *stage),
+                        IpAddr::V4(addr) => self.ranges.warm(u32::from(addr), *stage),
                         IpAddr::V6(addr) => self
                             .ranges6
                             .as_ref()
-                            .map_or(Warming::Done, |r| r.warm_step(key6(addr), *stage)),
+                            .map_or(Warming::Done, |r| r.warm(key6(addr), *stage)),
                     };
                 }
             }

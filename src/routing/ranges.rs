@@ -48,9 +48,11 @@ pub struct Ranges<K> {
     ranges: Box<[Range<K>]>,
 }
 
-/// How far warming a lookup's lines has got (see [`Ranges::warm_start`]).
+/// How far warming a lookup's lines has got (see [`Ranges::warm`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Warming {
+    /// Nothing is loading yet.
+    Start,
     /// The index entry at `at` is loading; `taken` key bits are read.
     Entry { at: u32, taken: u8 },
     /// The window is loading: the lookup reads nothing not asked for.
@@ -203,34 +205,33 @@ impl<K: RangeKey> Ranges<K> {
         )
     }
 
-    /// Starts loading the first line [`Ranges::get`] reads for `key`; the
-    /// lookup's next lines follow by [`Ranges::warm_step`]. Warming many keys a
-    /// stage at a time lets their cache misses overlap.
+    /// Reads the line warming `key` loaded last (by now, it is hoped, in the
+    /// cache) and starts loading the next one [`Ranges::get`] reads: from
+    /// [`Warming::Start`], the top table's entry; then a bucket's table's entries;
+    /// then the window. Warming many keys a stage at a time lets their cache
+    /// misses overlap.
     #[inline]
-    pub fn warm_start(&self, key: K) -> Warming {
-        let at = key.field(0, self.top_bits);
-        prefetch(&self.index[at]);
-        Warming::Entry {
-            at: at as u32,
-            taken: self.top_bits as u8,
-        }
-    }
-
-    /// Reads the line loaded last (by now, it is hoped, in the cache) and starts
-    /// loading the next one `get` reads.
-    #[inline]
-    pub fn warm_step(&self, key: K, warming: Warming) -> Warming {
-        let Warming::Entry { at, taken } = warming else {
-            return Warming::Done;
+    pub fn warm(&self, key: K, warming: Warming) -> Warming {
+        let (at, taken) = match warming {
+            Warming::Start => {
+                let at = key.field(0, self.top_bits);
+                prefetch(&self.index[at]);
+                return Warming::Entry {
+                    at: at as u32,
+                    taken: self.top_bits as u8,
+                };
+            }
+            Warming::Entry { at, taken } => (at as usize, u32::from(taken)),
+            Warming::Done => return Warming::Done,
         };
-        let entry = self.index[at as usize];
+        let entry = self.index[at];
         if entry & TABLE != 0 {
             let bits = (entry & !TABLE) >> TABLE_BITS_SHIFT;
-            let at = (entry & TABLE_START) as usize + key.field(u32::from(taken), bits);
+            let at = (entry & TABLE_START) as usize + key.field(taken, bits);
             prefetch(&self.index[at]);
             return Warming::Entry {
                 at: at as u32,
-                taken: taken + bits as u8,
+                taken: (taken + bits) as u8,
             };
         }
         let from = entry as usize;
@@ -440,14 +441,14 @@ mod tests {
                 taken += bits;
                 reads += 1;
             }
-            let mut warming = ranges.warm_start(key);
+            let mut warming = ranges.warm(key, Warming::Start);
             let mut steps = 0;
             while warming != Warming::Done {
                 let Warming::Entry { at, .. } = warming else {
-                    unreachable!()
+                    panic!("warming went back to the start");
                 };
                 assert!((at as usize) < ranges.index.len());
-                warming = ranges.warm_step(key, warming);
+                warming = ranges.warm(key, warming);
                 steps += 1;
             }
             assert_eq!(steps, reads, "key {key:#x}");
