@@ -182,10 +182,9 @@ impl<K: RangeKey> Ranges<K> {
         let mut entry = self.index[key.field(0, self.top_bits)];
         let mut taken = self.top_bits;
         while entry & TABLE != 0 {
-            let bits = (entry & !TABLE) >> TABLE_BITS_SHIFT;
-            let start = (entry & TABLE_START) as usize;
-            entry = self.index[start + key.field(taken, bits)];
-            taken += bits;
+            let at;
+            (at, taken) = in_table(entry, key, taken);
+            entry = self.index[at];
         }
         // The bucket's ranges are `from` and at most WINDOW after it; any after
         // those start past the bucket, so counting the starts at or below the
@@ -226,12 +225,11 @@ impl<K: RangeKey> Ranges<K> {
         };
         let entry = self.index[at];
         if entry & TABLE != 0 {
-            let bits = (entry & !TABLE) >> TABLE_BITS_SHIFT;
-            let at = (entry & TABLE_START) as usize + key.field(taken, bits);
+            let (at, taken) = in_table(entry, key, taken);
             prefetch(&self.index[at]);
             return Warming::Entry {
                 at: at as u32,
-                taken: (taken + bits) as u8,
+                taken: taken as u8,
             };
         }
         let from = entry as usize;
@@ -261,6 +259,15 @@ impl<K: RangeKey> Ranges<K> {
     pub fn heap_bytes(&self) -> usize {
         size_of_val(&*self.index) + size_of_val(&*self.ranges)
     }
+}
+
+/// For a bucket's table `entry` and a key of whose bits `taken` are read: the
+/// index position of the key's entry in that table, and the bits read then.
+#[inline]
+fn in_table<K: RangeKey>(entry: u32, key: K, taken: u32) -> (usize, u32) {
+    let bits = (entry & !TABLE) >> TABLE_BITS_SHIFT;
+    let start = (entry & TABLE_START) as usize;
+    (start + key.field(taken, bits), taken + bits)
 }
 
 /// Appends a table of `1 << bits` entries for the keys from `first` (its first
@@ -319,19 +326,7 @@ fn widest_block<K: RangeKey>(key: K, first: K, last: K) -> u8 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// A small deterministic generator (splitmix64).
-    struct Draw(u64);
-
-    impl Draw {
-        fn next(&mut self) -> u64 {
-            self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-            let mut z = self.0;
-            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-            z ^ (z >> 31)
-        }
-    }
+    use crate::routing::cache::tests::Draw;
 
     /// The answer by a scan of the ranges (first key, value) of a `bits`-bit key
     /// space: the value, and the shortest prefix whose block around `key` lies
@@ -436,9 +431,9 @@ mod tests {
             let mut reads = 1;
             let mut taken = ranges.top_bits;
             while entry & TABLE != 0 {
-                let bits = (entry & !TABLE) >> TABLE_BITS_SHIFT;
-                entry = ranges.index[(entry & TABLE_START) as usize + key.field(taken, bits)];
-                taken += bits;
+                let at;
+                (at, taken) = in_table(entry, key, taken);
+                entry = ranges.index[at];
                 reads += 1;
             }
             let mut warming = ranges.warm(key, Warming::Start);
